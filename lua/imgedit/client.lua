@@ -1,0 +1,179 @@
+--- Clients: `imgedit.client(provider, opts)`.
+--
+-- A client holds one provider's options and dispatches the operations
+-- (`edit`, `generate`, ...) to the provider module
+-- `imgedit.providers.<name>`; adding a provider is adding that one file.
+-- @module imgedit.client
+
+local core = require("imgedit.core")
+local errors = require("imgedit.errors")
+local params = require("imgedit.params")
+local task = require("imgedit.task")
+local transport = require("imgedit.transport")
+
+local client = {}
+
+local Client = {}
+Client.__index = Client
+
+--- The operations a provider may offer, in the order the docs list them.
+client.OPERATIONS = { "edit", "generate", "enhance", "create_profile", "submit", "task" }
+
+local MIB = 1024 * 1024
+
+--- Options every client accepts, with their checks (API.md, Clients).
+local OPTION_CHECKS = {
+  api_key = params.checks.text(),
+  base_url = params.checks.text(),
+  timeout = params.checks.number(0.001, 1e9),
+  connect_timeout = params.checks.number(0.001, 1e9),
+  max_retries = params.checks.integer(0, 10),
+  proxy = params.checks.text(),
+  ca_file = params.checks.text(),
+  user_agent = params.checks.text(),
+  insecure = params.checks.boolean,
+  allow_http = params.checks.boolean,
+  max_response_bytes = params.checks.integer(1, 2 ^ 52),
+  max_in_flight = params.checks.integer(1, 100000),
+}
+
+local function invalid(message)
+  return nil, errors.new("invalid_request", message)
+end
+
+--- Header names are HTTP tokens; values may not break the header block.
+local function header_lines(headers)
+  local lines, names = {}, {}
+  for name in pairs(headers) do
+    if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+.^_`|~-]+$") then
+      return nil, ("headers: %s is not a valid header name"):format(params.show(name))
+    end
+    names[#names + 1] = name
+  end
+  table.sort(names)
+  for _, name in ipairs(names) do
+    local value = headers[name]
+    if type(value) ~= "string" and type(value) ~= "number" then
+      return nil, ("headers.%s must be a string, got %s"):format(name, type(value))
+    end
+    value = tostring(value)
+    if value:find("[\r\n%z]") then
+      return nil, ("headers.%s contains a line break"):format(name)
+    end
+    if name:lower() == "authorization" then
+      return nil, "headers.Authorization cannot be set: pass the key as api_key"
+    end
+    lines[#lines + 1] = name .. ": " .. value
+  end
+  return lines
+end
+
+local function provider_named(name)
+  if not name:match("^[%w_]+$") then return nil end
+  local ok, provider = pcall(require, "imgedit.providers." .. name)
+  if ok and type(provider) == "table" then return provider end
+  if not ok and not tostring(provider):find("module 'imgedit.providers." .. name .. "' not found", 1, true) then
+    error(provider, 0) -- a broken provider file is a bug to show, not to hide
+  end
+  return nil
+end
+
+--- Creates a client.
+-- @tparam string provider "foxapi" or "powertokens"
+-- @tparam[opt] table opts see API.md (api_key, base_url, timeout, ...)
+-- @return a client, or nil and an `invalid_request` error
+function client.new(provider_name, opts)
+  if type(provider_name) ~= "string" then params.argerror(1, "client", "string", provider_name) end
+  if opts ~= nil and type(opts) ~= "table" then params.argerror(2, "client", "table", opts) end
+  opts = opts or {}
+
+  local provider = provider_named(provider_name)
+  if not provider then
+    return invalid(("unknown provider %q: use \"foxapi\" or \"powertokens\""):format(provider_name))
+  end
+
+  local config = {
+    timeout = provider.timeout, connect_timeout = 10, max_retries = 2,
+    max_response_bytes = 256 * MIB, max_in_flight = 64, allow_http = false, insecure = false,
+    user_agent = ("imgedit/%s (%s)"):format(core.version, core.curl_version:match("^(%S+)") or "libcurl"),
+    header_lines = {},
+  }
+  local api_key = os.getenv(provider.env.api_key)
+  config.base_url = os.getenv(provider.env.base_url) or provider.base_url
+
+  for key, value in pairs(opts) do
+    local check = OPTION_CHECKS[key]
+    if check then
+      local checked, problem = check(value)
+      if problem then return invalid(("option %s %s"):format(key, problem)) end
+      if key == "api_key" then api_key = checked else config[key] = checked end
+    elseif key == "headers" then
+      if type(value) ~= "table" then return invalid("option headers must be a table {Name = value}") end
+      local lines, problem = header_lines(value)
+      if not lines then return invalid("option " .. problem) end
+      config.header_lines = lines
+    elseif key == "poll" then
+      local checked, problem = task.check_wait_options({ poll = value })
+      if not checked then return nil, problem end
+      config.poll = value
+    elseif key == "on_retry" then
+      if type(value) ~= "function" then return invalid("option on_retry must be a function(info)") end
+      config.on_retry = value
+    else
+      local names = { "headers", "poll", "on_retry" }
+      for name in pairs(OPTION_CHECKS) do names[#names + 1] = name end
+      table.sort(names)
+      return invalid(("unknown option %s (known: %s)"):format(params.show(key), table.concat(names, ", ")))
+    end
+  end
+
+  if api_key and api_key:find("[%c%s]") then
+    return invalid("the API key contains white space or control characters; check how it was read")
+  end
+
+  -- base_url is an origin, optionally with a path prefix; /v1/... is appended
+  local base_url = config.base_url:gsub("/+$", "")
+  local problem = transport.check_url(base_url, config.allow_http)
+  if problem then return invalid("base_url: " .. problem) end
+  if base_url:find("[?#]") then return invalid("base_url must not contain a query or fragment: " .. base_url) end
+  config.base_url = base_url
+
+  local self = setmetatable({
+    provider = provider,
+    config = config,
+    -- state shared by every request of this client (the 429 pause)
+    state = { paused_until = 0 },
+  }, Client)
+  -- the key lives in a closure, not in a field: printing or serializing a
+  -- client (vim.inspect, a logger) must not reveal it
+  self.credentials = function() return api_key end
+  return self
+end
+
+for _, name in ipairs(client.OPERATIONS) do
+  Client[name] = function(self, ...)
+    params.check_self(self, Client, "client." .. name, "imgedit client")
+    local operation = self.provider.operations[name]
+    if not operation then
+      local offered = {}
+      for _, op in ipairs(client.OPERATIONS) do
+        if self.provider.operations[op] then offered[#offered + 1] = op end
+      end
+      return invalid(("%s has no %s operation (it offers: %s)"):format(self.provider.name, name,
+        table.concat(offered, ", ")))
+    end
+    local input = ...
+    if name == "task" then
+      if type(input) ~= "string" then params.argerror(1, name, "string", input) end
+    elseif type(input) ~= "table" then
+      params.argerror(1, name, "table", input)
+    end
+    return operation(self, input)
+  end
+end
+
+function Client:__tostring()
+  return ("imgedit.client(%s, %s)"):format(self.provider.name, self.config.base_url)
+end
+
+return client

@@ -1,0 +1,108 @@
+--- Structured errors: every failure imgedit reports is one of these tables.
+--
+-- An error is a plain table with a metatable, so callers can read its fields
+-- (`err.kind`, `err.status`, ...) and `tostring(err)` gives one line that says
+-- what happened and what to do about it.
+-- @module imgedit.errors
+
+local errors = {}
+
+--- What to do about each kind of error; the second half of `tostring(err)`.
+local ADVICE = {
+  invalid_request = "fix the parameters and call again",
+  auth = "check the API key (opts.api_key or the provider's *_API_KEY variable)",
+  quota = "top up the account balance, then retry",
+  not_found = "check the task id or URL; result URLs expire after 24 hours",
+  rate_limited = "slow down: retry later or lower the concurrency",
+  api = "the provider refused the request; read its message and adjust the parameters",
+  server = "the provider failed; retry later",
+  timeout = "raise the timeout or retry later",
+  network = "check the network, the proxy and base_url",
+  decode = "the provider answered something unexpected; retry, or report it if it persists",
+  too_large = "raise max_response_bytes or ask for fewer or smaller images",
+  task_failed = "the task failed on the provider's side; change the input and submit again",
+  cancelled = "the task was cancelled; submit it again if it is still wanted",
+  io = "check the path and its permissions",
+}
+
+--- The kinds an error can have, for validation of our own code.
+errors.KINDS = {}
+for kind in pairs(ADVICE) do errors.KINDS[kind] = true end
+
+local Error = {}
+Error.__index = Error
+
+--- Replaces every occurrence of `secret` in `text` with "[redacted]".
+-- Provider messages can echo the key back ("invalid key sk-..."); this is the
+-- one place that makes sure they never carry it further.
+function errors.redact(text, secret)
+  if type(text) ~= "string" or type(secret) ~= "string" or secret == "" then
+    return text
+  end
+  local start = 1
+  local parts = {}
+  while true do
+    local i, j = text:find(secret, start, true)
+    if not i then break end
+    parts[#parts + 1] = text:sub(start, i - 1)
+    parts[#parts + 1] = "[redacted]"
+    start = j + 1
+  end
+  if #parts == 0 then return text end
+  parts[#parts + 1] = text:sub(start)
+  return table.concat(parts)
+end
+
+--- Creates an error.
+-- @tparam string kind one of `errors.KINDS`
+-- @tparam string message what happened, in words a user understands
+-- @tparam[opt] table fields extra fields (status, code, type, request_id, ...)
+-- @tparam[opt] string secret a value that must never appear in the error
+function errors.new(kind, message, fields, secret)
+  assert(errors.KINDS[kind], "imgedit internal error: unknown error kind")
+  local err = {}
+  if fields then
+    for k, v in pairs(fields) do err[k] = v end
+  end
+  err.kind = kind
+  err.message = errors.redact(message, secret)
+  if err.retryable == nil then err.retryable = false end
+  for _, field in ipairs({ "code", "type" }) do
+    err[field] = errors.redact(err[field], secret)
+  end
+  return setmetatable(err, Error)
+end
+
+--- True when `value` is an imgedit error.
+function errors.is(value)
+  return getmetatable(value) == Error
+end
+
+--- The error kind that an HTTP status maps to (API.md, Errors).
+function errors.kind_for_status(status)
+  if status == 401 then return "auth" end
+  if status == 402 then return "quota" end
+  if status == 404 then return "not_found" end
+  if status == 429 then return "rate_limited" end
+  if status >= 500 then return "server" end
+  return "api"
+end
+
+function Error:__tostring()
+  local details = {}
+  if self.status then details[#details + 1] = "HTTP " .. self.status end
+  if self.type then details[#details + 1] = "type " .. tostring(self.type) end
+  if self.code then details[#details + 1] = "code " .. tostring(self.code) end
+  if self.task_id then details[#details + 1] = "task " .. self.task_id end
+  if self.request_id then details[#details + 1] = "request " .. self.request_id end
+  if self.attempts and self.attempts > 1 then
+    details[#details + 1] = self.attempts .. " attempts"
+  end
+  local line = "imgedit: " .. self.kind .. ": " .. tostring(self.message)
+  if #details > 0 then line = line .. " (" .. table.concat(details, ", ") .. ")" end
+  -- one line, whatever the provider put in its message
+  line = line:gsub("[\r\n]+", " ")
+  return line .. "; " .. ADVICE[self.kind]
+end
+
+return errors

@@ -1,0 +1,42 @@
+--- Logging: one line per HTTP attempt, to stderr with `IMGEDIT_LOG=debug` or
+-- to a function given to `imgedit.log(fn)`.
+--
+-- Lines are built from the method, URL, status, sizes and timings only; the
+-- request headers (which carry the API key) never reach this module.
+-- @module imgedit.log
+
+local log = {}
+
+local function stderr_sink(line)
+  io.stderr:write(line, "\n")
+end
+
+local level = os.getenv("IMGEDIT_LOG")
+local sink = (level == "debug") and stderr_sink or nil
+
+--- Sends log lines to `fn(line, record)`; `nil` turns logging off.
+function log.set(fn)
+  sink = fn
+end
+
+function log.enabled()
+  return sink ~= nil
+end
+
+--- Reports one HTTP attempt. `record` has method, url, status, bytes, time,
+-- attempt, max_attempts and error (a string) fields.
+function log.attempt(record)
+  if not sink then return end
+  local outcome
+  if record.status then
+    outcome = tostring(record.status)
+  else
+    outcome = "failed (" .. tostring(record.error) .. ")"
+  end
+  local line = ("imgedit: %s %s -> %s, %d bytes, %.3f s, attempt %d/%d"):format(
+    record.method, record.url, outcome, record.bytes or 0, record.time or 0,
+    record.attempt, record.max_attempts)
+  sink(line, record)
+end
+
+return log

@@ -1,0 +1,200 @@
+--- Results and their images.
+--
+-- A Result is what a finished operation returns; each of its images has a
+-- `url` (on the provider's CDN) and/or `b64_json` (the image itself). Saving
+-- writes to a temporary name beside the target and renames only once the image
+-- is complete, so a failed download never leaves a truncated file behind.
+-- @module imgedit.result
+
+local core = require("imgedit.core")
+local errors = require("imgedit.errors")
+local file = require("imgedit.file")
+local params = require("imgedit.params")
+local transport = require("imgedit.transport")
+
+local result = {}
+
+local Result = {}
+Result.__index = Result
+
+local Image = {}
+Image.__index = Image
+
+-- The client an image downloads through, kept out of the image's own fields
+-- so that printing a result shows only what the provider returned.
+local client_of = setmetatable({}, { __mode = "k" })
+
+--- Wraps provider output. `fields.images` is an array of
+-- `{url =, b64_json =, revised_prompt =}` tables.
+function result.new(client, fields)
+  local images = {}
+  for i, entry in ipairs(fields.images or {}) do
+    local image = setmetatable({
+      url = entry.url, b64_json = entry.b64_json, revised_prompt = entry.revised_prompt,
+      index = i,
+    }, Image)
+    client_of[image] = client
+    images[i] = image
+  end
+  fields.images = images
+  return setmetatable(fields, Result)
+end
+
+local function temporary_name(path)
+  return ("%s.part-%06x"):format(path, math.random(0, 0xFFFFFF))
+end
+
+local function io_error(message, path)
+  return errors.new("io", message, { path = path })
+end
+
+--- Writes `bytes` to `path` in one go, or returns nil and an error.
+local function write_file(path, bytes)
+  local handle, problem = io.open(path, "wb")
+  if not handle then return nil, io_error("cannot write " .. tostring(problem), path) end
+  local ok, write_problem = handle:write(bytes)
+  local closed, close_problem = handle:close()
+  if not ok or not closed then
+    os.remove(path)
+    return nil, io_error(("cannot write %s: %s"):format(path, tostring(write_problem or close_problem)), path)
+  end
+  return true
+end
+
+local function read_head(path)
+  local handle = io.open(path, "rb")
+  if not handle then return "" end
+  local head = handle:read(16) or ""
+  handle:close()
+  return head
+end
+
+--- The decoded bytes of a b64_json image, or nil and a decode error.
+local function decode_b64(image)
+  local bytes, problem = core.base64_decode(image.b64_json)
+  if not bytes then
+    return nil, errors.new("decode", ("image %d: b64_json is not valid base64 (%s)"):format(image.index, problem))
+  end
+  if #bytes == 0 then
+    return nil, errors.new("decode", ("image %d: b64_json is empty"):format(image.index))
+  end
+  return bytes
+end
+
+local function check_download_url(client, url)
+  local problem = transport.check_url(url, client.config.allow_http)
+  if problem then return errors.new("invalid_request", "result URL refused: " .. problem) end
+  return nil
+end
+
+--- Writes the image to `tmp`: downloaded (streamed, never held in memory)
+-- or decoded. Returns true or nil and an error; `tmp` is gone on failure.
+local function store(image, tmp)
+  local client = client_of[image]
+  if image.b64_json then
+    local bytes, err = decode_b64(image)
+    if not bytes then return nil, err end
+    return write_file(tmp, bytes)
+  end
+  if not image.url then
+    return nil, errors.new("decode", ("image %d has neither url nor b64_json"):format(image.index))
+  end
+  local refused = check_download_url(client, image.url)
+  if refused then return nil, refused end
+  local res, err = transport.request(client, {
+    method = "GET", url = image.url, auth = false, output = tmp, redirects = true,
+  })
+  if not res then
+    os.remove(tmp)
+    return nil, err
+  end
+  if res.bytes == 0 then
+    os.remove(tmp)
+    return nil, errors.new("decode", ("image %d: the download from %s was empty"):format(image.index, image.url),
+      { status = res.status })
+  end
+  return true
+end
+
+local function finish(tmp, path)
+  local ok, problem = os.rename(tmp, path)
+  if not ok then
+    os.remove(tmp)
+    return nil, io_error(("cannot move the image into place at %s: %s"):format(path, tostring(problem)), path)
+  end
+  return path
+end
+
+--- Saves the image to `path` (streamed from its URL, or decoded from base64).
+-- No API key is sent to the image's host. Returns `path`, or nil and an error;
+-- nothing is left at `path` unless the image is complete.
+function Image:save(path)
+  params.check_self(self, Image, "image.save", "image")
+  if type(path) ~= "string" then params.argerror(2, "save", "string", path) end
+  local tmp = temporary_name(path)
+  local ok, err = store(self, tmp)
+  if not ok then return nil, err end
+  return finish(tmp, path)
+end
+
+--- The image's bytes, or nil and an error.
+function Image:bytes()
+  params.check_self(self, Image, "image.bytes", "image")
+  if self.b64_json then return decode_b64(self) end
+  local client = client_of[self]
+  local refused = check_download_url(client, self.url or "")
+  if refused then return nil, refused end
+  local res, err = transport.request(client, { method = "GET", url = self.url, auth = false, redirects = true })
+  if not res then return nil, err end
+  return res.body
+end
+
+function Image:__tostring()
+  if self.url then return "imgedit.image(" .. self.url .. ")" end
+  return ("imgedit.image(base64, %d characters)"):format(#(self.b64_json or ""))
+end
+
+--- A file name prefix that cannot leave the directory it is used in.
+local function safe_prefix(prefix)
+  prefix = tostring(prefix):gsub("[^%w._-]", "_"):gsub("^%.+", "")
+  if prefix == "" then return "image" end
+  return prefix
+end
+
+--- Saves every image into directory `dir` as `<prefix>-<n>.<ext>`, the
+-- extension following the image's actual type. Returns the list of paths, or
+-- nil and an error whose `saved` field lists the files already written.
+-- @tparam string dir an existing directory
+-- @tparam[opt] string prefix default: the task or request id, else "image"
+function Result:save_all(dir, prefix)
+  params.check_self(self, Result, "result.save_all", "result")
+  if type(dir) ~= "string" then params.argerror(2, "save_all", "string", dir) end
+  if prefix ~= nil and type(prefix) ~= "string" then params.argerror(3, "save_all", "string", prefix) end
+  prefix = safe_prefix(prefix or (self.task and self.task.id) or self.request_id or "image")
+  dir = dir:gsub("(.)/+$", "%1")
+  local paths = {}
+  for i, image in ipairs(self.images) do
+    local base = ("%s/%s-%d"):format(dir, prefix, i)
+    local tmp = temporary_name(base)
+    local ok, err = store(image, tmp)
+    if not ok then
+      err.saved = paths
+      return nil, err
+    end
+    local _, ext = file.sniff(read_head(tmp))
+    local path, move_err = finish(tmp, base .. (ext or ".bin"))
+    if not path then
+      move_err.saved = paths
+      return nil, move_err
+    end
+    paths[#paths + 1] = path
+  end
+  return paths
+end
+
+function Result:__tostring()
+  return ("imgedit.result(%d image%s%s)"):format(#self.images, #self.images == 1 and "" or "s",
+    self.profile_id and (", profile " .. self.profile_id) or "")
+end
+
+return result

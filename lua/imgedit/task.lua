@@ -1,0 +1,203 @@
+--- Tasks of asynchronous providers: submit once, then poll until done.
+--
+-- The provider module turns its task JSON into the normalized fields read
+-- here (`provider.read_task`) and its results into a Result
+-- (`provider.task_result`), so this file knows no provider's wire format.
+-- @module imgedit.task
+
+local errors = require("imgedit.errors")
+local params = require("imgedit.params")
+local scheduler = require("imgedit.scheduler")
+local transport = require("imgedit.transport")
+
+local task = {}
+
+local Task = {}
+Task.__index = Task
+
+--- Statuses after which a task never changes again.
+local FINAL = { completed = true, failed = true, cancelled = true }
+
+--- Polling defaults (seconds). See `task.next_delay` for the schedule.
+task.POLL_DEFAULTS = { interval = 0.5, max_interval = 15, timeout = 600 }
+
+-- The client a task polls through; not a field, so a task prints cleanly.
+local client_of = setmetatable({}, { __mode = "k" })
+
+--- A task handle. `raw` (optional) is the provider's task JSON.
+function task.new(client, id, raw)
+  local t = setmetatable({ id = id }, Task)
+  client_of[t] = client
+  if raw then t:_update(raw) end
+  return t
+end
+
+function task.is(value)
+  return getmetatable(value) == Task
+end
+
+function Task:_update(raw)
+  local fields = client_of[self].provider.read_task(raw)
+  for key, value in pairs(fields) do self[key] = value end
+  self.raw = raw
+end
+
+--- Fetches the task's current state once. Returns the task, or nil and an error.
+-- @tparam[opt] table opts `deadline` (absolute, internal)
+function Task:refresh(opts)
+  params.check_self(self, Task, "task.refresh", "imgedit task")
+  local client = client_of[self]
+  local res, err = transport.request(client, {
+    method = "GET", url = client.config.base_url .. client.provider.task_path(self.id),
+    auth = true, decode = true, deadline = opts and opts.deadline,
+  })
+  if not res then
+    err.task_id = self.id
+    return nil, err
+  end
+  if type(res.json) ~= "table" then
+    return nil, errors.new("decode", "the task status is not a JSON object", { task_id = self.id, status = res.status })
+  end
+  self:_update(res.json)
+  self.request_id = res.request_id
+  return self
+end
+
+--- True when the task is completed, failed or cancelled.
+function Task:done()
+  params.check_self(self, Task, "task.done", "imgedit task")
+  return FINAL[self.status] == true
+end
+
+--- How long to wait before the next poll.
+--
+-- A task is polled at least every `max(interval, 10% of the time it has
+-- run)`, so its completion is noticed within 10% of its duration (or
+-- `interval` for short tasks) while a long task is polled less and less often.
+-- When the progress reported so far predicts an earlier finish (a task at 80%
+-- after 8 s likely finishes 2 s later), the poll is moved to just after that
+-- moment. Never longer than `max_interval`, never past the deadline.
+function task.next_delay(elapsed, progress, poll)
+  local delay = math.max(poll.interval, 0.1 * elapsed)
+  if progress and progress > 0 and progress < 100 and elapsed > 0 then
+    local predicted = elapsed * (100 - progress) / progress
+    if predicted + poll.interval * 0.5 < delay then
+      delay = math.max(poll.interval, predicted + poll.interval * 0.5)
+    end
+  end
+  return math.min(delay, poll.max_interval)
+end
+
+local function poll_options(client, given)
+  local poll = {}
+  for key, value in pairs(task.POLL_DEFAULTS) do poll[key] = value end
+  for key, value in pairs(client.config.poll or {}) do poll[key] = value end
+  for key, value in pairs(given or {}) do poll[key] = value end
+  return poll
+end
+
+--- Validates `wait` options; returns them or nil and an error.
+function task.check_wait_options(opts)
+  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
+    return nil, errors.new("invalid_request", "timeout must be a positive number of seconds")
+  end
+  if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
+    return nil, errors.new("invalid_request", "on_progress must be a function")
+  end
+  if opts.poll ~= nil then
+    if type(opts.poll) ~= "table" then
+      return nil, errors.new("invalid_request", "poll must be a table {interval =, max_interval =, timeout =}")
+    end
+    for key, value in pairs(opts.poll) do
+      if not task.POLL_DEFAULTS[key] then
+        return nil, errors.new("invalid_request", ("poll.%s is unknown (known: interval, max_interval, timeout)")
+          :format(tostring(key)))
+      end
+      if type(value) ~= "number" or value <= 0 then
+        return nil, errors.new("invalid_request", ("poll.%s must be a positive number of seconds"):format(key))
+      end
+    end
+  end
+  return opts
+end
+
+--- Polls until the task is done and returns its Result, or nil and an error
+-- of kind `task_failed`, `cancelled` or `timeout` (the task keeps running on
+-- the server: `err.task_id` resumes it with `client:task(id):wait()`).
+-- @tparam[opt] table opts `timeout` (seconds, default poll.timeout = 600),
+--   `on_progress` (function(task), on every change of status or progress),
+--   `poll` (`{interval, max_interval}`), `deadline` (absolute, internal)
+function Task:wait(opts)
+  params.check_self(self, Task, "task.wait", "imgedit task")
+  if opts ~= nil and type(opts) ~= "table" then params.argerror(1, "wait", "table", opts) end
+  opts = opts or {}
+  local checked, problem = task.check_wait_options(opts)
+  if not checked then
+    problem.task_id = self.id
+    return nil, problem
+  end
+  local client = client_of[self]
+  local poll = poll_options(client, opts.poll)
+  local started = scheduler.now()
+  local deadline = started + (opts.timeout or poll.timeout)
+  if opts.deadline and opts.deadline < deadline then deadline = opts.deadline end
+  -- the task's age, for the schedule: from its creation when the server told
+  -- us (a resumed task may be old), else from when we started waiting
+  local born = started
+  if type(self.created) == "number" and self.created > 0 then
+    born = math.min(started, started - math.max(0, os.time() - self.created))
+  end
+
+  local last_status, last_progress = nil, nil
+  local function report()
+    if self.status ~= last_status or self.progress ~= last_progress then
+      last_status, last_progress = self.status, self.progress
+      if opts.on_progress then opts.on_progress(self) end
+    end
+  end
+
+  if self.status then report() end
+  -- a handle made from an id alone has no state yet: its first poll is at once
+  local poll_now = not self.status
+  while not FINAL[self.status] do
+    if not poll_now then
+      local now = scheduler.now()
+      if now >= deadline then
+        return nil, errors.new("timeout", ("task %s is still %s after %.1f s of waiting; it keeps running on the"
+          .. " server: resume with client:task(%q):wait()"):format(self.id, tostring(self.status or "unknown"),
+          now - started, self.id), { task_id = self.id, retryable = true })
+      end
+      -- the last poll falls on the deadline itself
+      scheduler.sleep(math.min(task.next_delay(now - born, self.progress, poll), deadline - now))
+    end
+    poll_now = false
+    local ok, err = self:refresh({ deadline = deadline })
+    if not ok then
+      -- a passing failure (the transport's retries already spent) is one
+      -- missed poll; the deadline check above ends the wait in time
+      if not err.retryable then return nil, err end
+    else
+      report()
+    end
+  end
+
+  if self.status == "failed" then
+    local e = type(self.error) == "table" and self.error or {}
+    return nil, errors.new("task_failed", ("task %s failed: %s"):format(self.id,
+      tostring(e.message or "the provider gave no reason")),
+      { task_id = self.id, code = e.code, type = e.type, request_id = self.request_id },
+      client.credentials())
+  end
+  if self.status == "cancelled" then
+    return nil, errors.new("cancelled", ("task %s was cancelled on the provider's side"):format(self.id),
+      { task_id = self.id, request_id = self.request_id })
+  end
+  return client.provider.task_result(client, self)
+end
+
+function Task:__tostring()
+  return ("imgedit.task(%s, %s, %s%%)"):format(self.id, tostring(self.status or "unknown"),
+    tostring(self.progress or 0))
+end
+
+return task

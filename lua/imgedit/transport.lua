@@ -1,0 +1,282 @@
+--- HTTP with retries: one request to a provider, or one download of a result.
+--
+-- The retry rules (API.md "Retries", PROVIDERS.md §3) live here and only here:
+-- a billed POST is resent only when it surely never reached the server, or
+-- when the server said so (429, 503); GETs are safe to resend.
+-- @module imgedit.transport
+
+local errors = require("imgedit.errors")
+local log = require("imgedit.log")
+local scheduler = require("imgedit.scheduler")
+
+local transport = {}
+
+--- Backoff: full jitter over an exponential ceiling (seconds).
+local BACKOFF_BASE, BACKOFF_CAP = 0.5, 20
+--- Without a caller's deadline, no single wait between attempts is longer.
+local MAX_UNBOUNDED_WAIT = 60
+--- Redirects followed when downloading a result (CDNs redirect; APIs do not).
+local MAX_REDIRECTS = 5
+
+local REQUEST_ID_HEADERS = { "x-request-id", "x-oneapi-request-id", "request-id", "x-trace-id" }
+
+local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6,
+                 Jul = 7, Aug = 8, Sep = 9, Oct = 10, Nov = 11, Dec = 12 }
+
+--- Seconds from now that an HTTP date (RFC 9110 IMF-fixdate) lies ahead.
+local function seconds_until_http_date(value)
+  local day, mon, year, h, m, s = value:match("^%a+, (%d%d) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  if not day or not MONTHS[mon] then return nil end
+  local stamp = os.time({ year = tonumber(year), month = MONTHS[mon], day = tonumber(day),
+                          hour = tonumber(h), min = tonumber(m), sec = tonumber(s), isdst = false })
+  -- os.time reads the table as local time; correct it by this zone's offset
+  local now = os.time()
+  local offset = os.difftime(now, os.time(os.date("!*t", now)))
+  return os.difftime(stamp + offset, now)
+end
+
+--- The delay the server asked for, in seconds, or nil.
+function transport.retry_after(headers)
+  local ms = tonumber(headers["retry-after-ms"] or "")
+  if ms and ms >= 0 then return ms / 1000 end
+  local value = headers["retry-after"]
+  if not value then return nil end
+  local seconds = tonumber(value)
+  if seconds then return seconds >= 0 and seconds or nil end
+  local ahead = seconds_until_http_date(value)
+  if ahead then return math.max(0, ahead) end
+  return nil
+end
+
+local function request_id_of(headers)
+  for _, name in ipairs(REQUEST_ID_HEADERS) do
+    if headers[name] then return headers[name] end
+  end
+  return nil
+end
+
+--- A short, single-line excerpt of a body that is not the JSON expected
+-- (an HTML page from a proxy, say), for error messages.
+local function excerpt(body)
+  if not body or body == "" then return "an empty body" end
+  local text = body:sub(1, 2000):gsub("<[^>]*>", " "):gsub("%s+", " ")
+  text = text:gsub("^ ", ""):gsub(" $", "")
+  if #text > 120 then text = text:sub(1, 117) .. "..." end
+  if text == "" then return "a body that is not JSON" end
+  return ("a body that is not JSON: %q"):format(text)
+end
+
+--- Turns a non-2xx response into an error (fields from the provider's body).
+local function http_error(res, secret)
+  local status = res.status
+  local fields = { status = status, request_id = request_id_of(res.headers) }
+  local message
+  local body = res.json
+  if type(body) == "table" then
+    local e = body.error
+    if type(e) == "table" then
+      if type(e.message) == "string" then message = e.message end
+      if type(e.type) == "string" then fields.type = e.type end
+      if type(e.code) == "string" or type(e.code) == "number" then fields.code = e.code end
+    elseif type(e) == "string" then
+      message = e
+    elseif type(body.message) == "string" then
+      message = body.message
+    end
+  end
+  if not message then
+    message = ("HTTP %d with %s"):format(status, excerpt(res.body))
+  end
+  return errors.new(errors.kind_for_status(status), message, fields, secret)
+end
+
+--- May this failed attempt be made again?
+-- `billed`: the request creates something the account pays for.
+local function may_retry(err, billed, not_sent)
+  if billed then
+    if err.status then return err.status == 429 or err.status == 503 end
+    return err.kind == "network" and not_sent
+  end
+  if err.status then
+    return err.status == 408 or err.status == 409 or err.status == 429 or err.status >= 500
+  end
+  return err.kind == "network" or err.kind == "timeout" or err.kind == "decode"
+end
+
+local function attempt_error(res, secret)
+  local e = res.error
+  return errors.new(e.kind, e.message, { curl_code = e.curl_code }, secret), not e.sent
+end
+
+--- Performs one request of `client` with retries.
+--
+-- `spec` fields: method, url, json | body, headers (array of lines), auth
+-- (send the key), billed (a POST that costs money), decode (JSON expected),
+-- output (stream the body to this path), deadline (absolute, scheduler.now()),
+-- redirects (follow up to MAX_REDIRECTS, for downloads).
+--
+-- Returns the result table of the last attempt, with `request_id` and
+-- `attempts`, or nil and an error.
+function transport.request(client, spec)
+  local cfg = client.config
+  local secret = client.credentials()
+  local max_attempts = cfg.max_retries + 1
+  local url = spec.url
+  local redirects = 0
+  local attempt = 0
+
+  local headers = {}
+  if spec.auth then
+    if not secret or secret == "" then
+      return nil, errors.new("auth", ("no API key: pass api_key to imgedit.client(%q, ...) or set %s")
+        :format(client.provider.name, client.provider.env.api_key), { attempts = 0 })
+    end
+    headers[#headers + 1] = "Authorization: Bearer " .. secret
+    headers[#headers + 1] = "Accept: application/json"
+    for _, line in ipairs(cfg.header_lines) do headers[#headers + 1] = line end
+  end
+
+  while true do
+    attempt = attempt + 1
+    local now = scheduler.now()
+    -- after a 429 the whole client pauses, not only the request that saw it
+    local pause = client.state.paused_until - now
+    if pause > 0 then
+      if spec.deadline and now + pause > spec.deadline then
+        return nil, errors.new("rate_limited", "the provider asked this client to slow down until after the deadline",
+          { attempts = attempt - 1, retryable = true })
+      end
+      scheduler.sleep(pause)
+      now = scheduler.now()
+    end
+    local timeout = cfg.timeout
+    if spec.deadline then
+      local left = spec.deadline - now
+      if left <= 0 then
+        return nil, errors.new("timeout", "the operation's time limit ran out before the request was sent",
+          { attempts = attempt - 1, retryable = true })
+      end
+      if left < timeout then timeout = left end
+    end
+
+    local transfer, add_problem = scheduler.start({
+      method = spec.method, url = url, headers = headers,
+      json = spec.json, body = spec.body,
+      decode = spec.decode and "json" or nil,
+      output = spec.output,
+      timeout = timeout, connect_timeout = cfg.connect_timeout,
+      low_speed_limit = cfg.low_speed_limit, low_speed_time = cfg.low_speed_time,
+      max_response_bytes = cfg.max_response_bytes,
+      proxy = cfg.proxy, ca_file = cfg.ca_file, insecure = cfg.insecure,
+      user_agent = cfg.user_agent,
+    })
+    if not transfer then
+      return nil, errors.new("invalid_request", add_problem, { attempts = attempt - 1 }, secret)
+    end
+    local res = scheduler.await(transfer)
+    transfer:close()
+
+    local err, not_sent
+    if res.error then
+      err, not_sent = attempt_error(res, secret)
+    elseif res.status >= 300 and res.status < 400 and spec.redirects and res.headers.location then
+      redirects = redirects + 1
+      local target = transport.resolve(url, res.headers.location)
+      local problem = target and transport.check_url(target, cfg.allow_http)
+      if not target or problem or redirects > MAX_REDIRECTS then
+        err = errors.new("network", problem or ("too many redirects, or a bad Location, after %s"):format(url),
+          { status = res.status })
+      else
+        url = target
+        attempt = attempt - 1
+      end
+    elseif res.status >= 300 then
+      err = http_error(res, secret)
+    elseif spec.decode and res.json == nil then
+      err = errors.new("decode", ("the response is not valid JSON (%s)"):format(res.decode_error or "empty body"),
+        { status = res.status, request_id = request_id_of(res.headers) })
+    end
+
+    log.attempt({ method = spec.method, url = url, status = res.status, bytes = res.bytes,
+                  time = res.time, attempt = attempt, max_attempts = max_attempts,
+                  error = err and err.message })
+
+    if not err and not (res.status >= 300 and res.status < 400 and spec.redirects) then
+      res.request_id = request_id_of(res.headers)
+      res.attempts = attempt
+      return res
+    end
+
+    if err then
+      err.attempts = attempt
+      err.retryable = may_retry(err, spec.billed, not_sent)
+      if not err.retryable or attempt >= max_attempts then
+        return nil, err
+      end
+      local hinted = err.status and transport.retry_after(res.headers)
+      local delay = hinted or math.random() * math.min(BACKOFF_CAP, BACKOFF_BASE * 2 ^ (attempt - 1))
+      local limit = spec.deadline and (spec.deadline - scheduler.now()) or MAX_UNBOUNDED_WAIT
+      if delay >= limit then
+        err.message = err.message .. (" (a retry would have to wait %.1f s, past the time limit)"):format(delay)
+        return nil, err
+      end
+      if err.status == 429 then
+        client.state.paused_until = math.max(client.state.paused_until, scheduler.now() + delay)
+      end
+      if cfg.on_retry then
+        cfg.on_retry({ attempt = attempt + 1, delay = delay, error = err, url = url, method = spec.method })
+      end
+      if err.status ~= 429 then scheduler.sleep(delay) end
+    end
+  end
+end
+
+--- Resolves a Location header against the URL it came from.
+function transport.resolve(base, location)
+  if location:match("^[%a][%w+.-]*://") then return location end
+  local origin = base:match("^([%a][%w+.-]*://[^/]+)")
+  if not origin then return nil end
+  if location:sub(1, 2) == "//" then return base:match("^([%a][%w+.-]*:)") .. location end
+  if location:sub(1, 1) == "/" then return origin .. location end
+  return (base:gsub("[^/]*$", "")) .. location
+end
+
+--- Splits an http(s) URL into scheme, host and the rest, or returns nil.
+function transport.split_url(url)
+  if type(url) ~= "string" then return nil end
+  local scheme, authority, rest = url:match("^([%a][%w+.-]*)://([^/?#]*)(.*)$")
+  if not scheme then return nil end
+  scheme = scheme:lower()
+  if authority:find("@", 1, true) then return nil end
+  local host = authority:match("^%[([%x:.]+)%]") or authority:match("^([^:]+)")
+  if not host or host == "" then return nil end
+  return scheme, host:lower(), rest
+end
+
+local function is_loopback(host)
+  if host == "localhost" or host:match("%.localhost$") or host == "::1" then return true end
+  local a, b, c, d = host:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
+  if a then
+    a, b, c, d = tonumber(a), tonumber(b), tonumber(c), tonumber(d)
+    return a == 127 and b < 256 and c < 256 and d < 256
+  end
+  return false
+end
+transport.is_loopback = is_loopback
+
+--- Why `url` may not be used, or nil when it may. Plain http is refused for
+-- hosts other than loopback unless `allow_http`, before any connection.
+function transport.check_url(url, allow_http)
+  local scheme, host = transport.split_url(url)
+  if not scheme then
+    return ("%s is not a URL of the form scheme://host[:port][/path]"):format(tostring(url))
+  end
+  if url:find("%s") then return ("the URL %q contains white space"):format(url) end
+  if scheme == "https" then return nil end
+  if scheme ~= "http" then return ("the URL scheme %q is not supported; use https://"):format(scheme) end
+  if is_loopback(host) or allow_http then return nil end
+  return ("plain http:// to %s is refused (the API key and images would cross the network unencrypted);"
+    .. " use https://, or pass allow_http = true to accept the risk"):format(host)
+end
+
+return transport
