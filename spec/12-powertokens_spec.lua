@@ -1,0 +1,158 @@
+-- powertokens (Qwen / Wan): one synchronous request returns the images.
+local imgedit = require("imgedit")
+local helpers = require("spec.helpers")
+
+local EDITS = "/powertokens/v1/images/edits"
+local SOURCE = "https://example.com/source.webp"
+
+describe("powertokens", function()
+  local m, dir
+
+  setup(function()
+    m = helpers.start_mock()
+    dir = helpers.tmpdir()
+  end)
+  teardown(function()
+    m:stop()
+    helpers.rmdir(dir)
+  end)
+  before_each(function() m:reset() end)
+
+  describe("edit (the seed flow)", function()
+    it("sends the seed body exactly: seed 0 and watermark false kept, size as W*H, no parameters", function()
+      local pt = helpers.pt(m)
+      local result = assert(pt:edit({
+        prompt = "Replace the background with a seaside sunset",
+        images = { SOURCE },
+        n = 2, size = "1536x1024", response_format = "url", watermark = false,
+        prompt_extend = true, negative_prompt = "low quality", seed = 0,
+      }))
+      local posts = helpers.api_requests(m, EDITS)
+      assert.equal(1, #posts)
+      assert.same({
+        model = "qwen-image-2.0-pro", response_format = "url",
+        input = { messages = { { role = "user", content = {
+          { image = SOURCE }, { text = "Replace the background with a seaside sunset" } } } } },
+        n = 2, size = "1536*1024", watermark = false, prompt_extend = true,
+        negative_prompt = "low quality", seed = 0,
+      }, posts[1].json)
+      assert.is_nil(posts[1].json.parameters)
+      assert.equal("Bearer " .. helpers.KEY, posts[1].headers["authorization"])
+
+      assert.equal(2, #result.images)
+      assert.matches("^" .. m.cdn, result.images[1].url)
+      assert.is_string(result.images[1].revised_prompt)
+      assert.equal("qwen-image-2.0-pro", result.model)
+      assert.is_number(result.created)
+      assert.is_string(result.request_id)
+    end)
+
+    it("sends only model, input and what was given", function()
+      assert(helpers.pt(m):edit({ prompt = "p", images = { SOURCE } }))
+      assert.same({ model = "qwen-image-2.0-pro", input = { messages = { { role = "user", content = {
+        { image = SOURCE }, { text = "p" } } } } } }, helpers.api_requests(m, EDITS)[1].json)
+    end)
+
+    it("returns b64_json images that save byte-exactly", function()
+      local pt = helpers.pt(m)
+      local result = assert(pt:edit({ prompt = "p", images = { SOURCE }, response_format = "b64_json", n = 2 }))
+      assert.equal(2, #result.images)
+      local raw = result.raw.data
+      for i, image in ipairs(result.images) do
+        assert.is_nil(image.url)
+        local path = dir .. "/b64-" .. i .. ".png"
+        assert.equal(path, image:save(path))
+        local expected = assert(require("imgedit.core").base64_decode(raw[i].b64_json))
+        assert.equal(expected, helpers.read(path))
+        assert.equal("\137PNG\r\n\26\n", helpers.read(path):sub(1, 8))
+        assert.equal(expected, image:bytes())
+      end
+      assert.equal(0, #m:requests({ listener = "cdn" }))
+    end)
+
+    it("sends imgedit.file images as data: URIs of their bytes and type", function()
+      local png = helpers.png(7)
+      local path = dir .. "/input.png"
+      helpers.write(path, png)
+      assert(helpers.pt(m):edit({ prompt = "p", images = { imgedit.file(path), SOURCE } }))
+      local content = helpers.api_requests(m, EDITS)[1].json.input.messages[1].content
+      assert.equal("data:image/png;base64," .. require("imgedit.core").base64_encode(png), content[1].image)
+      assert.equal(SOURCE, content[2].image)
+      assert.same({ text = "p" }, content[3])
+    end)
+
+    it("generate sends the prompt alone to /v1/images/generations", function()
+      local result = assert(helpers.pt(m):generate({ prompt = "a lighthouse", size = "1024*1024" }))
+      assert.equal(1, #result.images)
+      assert.same({ model = "qwen-image-2.0-pro", size = "1024*1024", input = { messages = { { role = "user",
+        content = { { text = "a lighthouse" } } } } } },
+        helpers.api_requests(m, "/powertokens/v1/images/generations")[1].json)
+    end)
+  end)
+
+  describe("validation", function()
+    local long = string.rep("é", 801)
+    local cases = {
+      { "prompt missing", { images = { SOURCE } }, "prompt is required" },
+      { "prompt over 800 characters", { prompt = long, images = { SOURCE } }, "801 characters long; the limit is 800" },
+      { "images missing", { prompt = "p" }, "images is required" },
+      { "image neither URL nor data URI", { prompt = "p", images = { "ftp://x/y.png" } }, "images [1]" },
+      { "broken data URI", { prompt = "p", images = { "data:image/png;base64,@@" } }, "data:image/<type>;base64" },
+      { "n above 6", { prompt = "p", images = { SOURCE }, n = 7 }, "n must be between 1 and 6" },
+      { "size malformed", { prompt = "p", images = { SOURCE }, size = "big" }, 'size must look like "1536*1024"' },
+      { "size too small", { prompt = "p", images = { SOURCE }, size = "256*256" }, "between 512*512 and 2048*2048" },
+      { "size too large", { prompt = "p", images = { SOURCE }, size = "4096x4096" }, "between 512*512 and 2048*2048" },
+      { "response_format", { prompt = "p", images = { SOURCE }, response_format = "png" }, "response_format" },
+      { "negative_prompt over 500", { prompt = "p", images = { SOURCE }, negative_prompt = ("x"):rep(501) },
+        "the limit is 500" },
+      { "seed negative", { prompt = "p", images = { SOURCE }, seed = -1 }, "seed must be between 0 and 2147483647" },
+      { "seed too large", { prompt = "p", images = { SOURCE }, seed = 2147483648 }, "seed must be between" },
+      { "watermark not boolean", { prompt = "p", images = { SOURCE }, watermark = "no" }, "watermark must be true or" },
+      { "prompt_extend not boolean", { prompt = "p", images = { SOURCE }, prompt_extend = 1 }, "prompt_extend" },
+      { "model unknown", { prompt = "p", images = { SOURCE }, model = "dall-e" }, "model must be one of" },
+      { "top-level parameters", { prompt = "p", images = { SOURCE }, parameters = {} },
+        'unknown parameter "parameters"' },
+    }
+    for _, case in ipairs(cases) do
+      it("edit: " .. case[1] .. " is invalid_request and sends nothing", function()
+        local result, err = helpers.pt(m):edit(case[2])
+        assert.is_nil(result)
+        assert.equal("invalid_request", err.kind)
+        assert.matches(case[3], err.message, 1, true)
+        assert.equal(0, #m:requests())
+      end)
+    end
+
+    it("accepts the limits themselves", function()
+      assert(helpers.pt(m):edit({ prompt = ("é"):rep(800), images = { SOURCE }, n = 6, size = "2048*2048",
+        negative_prompt = ("x"):rep(500), seed = 2147483647 }))
+      assert(helpers.pt(m):edit({ prompt = "p", images = { SOURCE }, size = "512x512" }))
+      assert.equal(2, #helpers.api_requests(m, EDITS))
+    end)
+
+    it("a missing image file is an io error, and nothing is sent", function()
+      local _, err = helpers.pt(m):edit({ prompt = "p", images = { imgedit.file(dir .. "/missing.png") } })
+      assert.equal("io", err.kind)
+      assert.matches("missing.png", err.message, 1, true)
+      assert.equal(0, #m:requests())
+    end)
+
+    it("an image file over 10 MiB is invalid_request", function()
+      local path = dir .. "/huge.png"
+      helpers.write(path, "\137PNG\r\n\26\n" .. ("\0"):rep(10 * 1024 * 1024))
+      local _, err = helpers.pt(m):edit({ prompt = "p", images = { imgedit.file(path) } })
+      assert.equal("invalid_request", err.kind)
+      assert.matches("10 MiB", err.message, 1, true)
+      assert.equal(0, #m:requests())
+    end)
+
+    it("a file that is not an image needs its MIME type", function()
+      local path = dir .. "/notes.txt"
+      helpers.write(path, "hello")
+      local _, err = helpers.pt(m):edit({ prompt = "p", images = { imgedit.file(path) } })
+      assert.equal("invalid_request", err.kind)
+      assert.matches("not a PNG, JPEG, WebP, GIF or BMP", err.message, 1, true)
+      assert(helpers.pt(m):edit({ prompt = "p", images = { imgedit.file(path, "image/png") } }))
+    end)
+  end)
+end)

@@ -1,0 +1,86 @@
+-- Results: saving images from the CDN or from base64, without leaking the key.
+local helpers = require("spec.helpers")
+
+local SEED_URL = "https://example.com/portrait.jpg"
+
+describe("results", function()
+  local m, dir
+
+  setup(function() m = helpers.start_mock() end)
+  teardown(function() m:stop() end)
+  before_each(function()
+    m:reset()
+    m:config({ task_delay = 0.2 })
+    dir = helpers.tmpdir()
+  end)
+  after_each(function() helpers.rmdir(dir) end)
+
+  describe("image:save", function()
+    it("streams a URL image to disk byte-exactly, with no key sent to the CDN", function()
+      local result = assert(helpers.fox(m):edit({ prompt = "p", images = { SEED_URL } }))
+      local url = result.images[1].url
+      local path = dir .. "/out.png"
+      assert.equal(path, result.images[1]:save(path))
+      local expected = helpers.fetch(url)
+      assert.equal(expected, helpers.read(path))
+      assert.equal("\137PNG\r\n\26\n", expected:sub(1, 8))
+      assert.same({ "out.png" }, helpers.ls(dir))
+      local downloads = m:requests({ listener = "cdn" })
+      assert.is_true(#downloads >= 1)
+      for _, request in ipairs(downloads) do
+        assert.is_nil(request.headers["authorization"])
+        for _, value in pairs(request.headers) do assert.is_nil(value:find(helpers.KEY, 1, true)) end
+      end
+    end)
+
+    it("image:bytes returns the same bytes", function()
+      local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL } }))
+      assert.equal(helpers.fetch(result.images[1].url), result.images[1]:bytes())
+    end)
+
+    it("an expired result URL is not_found and leaves no file", function()
+      local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL } }))
+      m:faults({ { listener = "cdn", status = 404, times = 5 } })
+      local path = dir .. "/gone.png"
+      local ok, err = result.images[1]:save(path)
+      assert.is_nil(ok)
+      assert.equal("not_found", err.kind)
+      assert.equal(404, err.status)
+      assert.same({}, helpers.ls(dir))
+    end)
+
+    it("a directory that does not exist is an io error", function()
+      local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL },
+        response_format = "b64_json" }))
+      local ok, err = result.images[1]:save(dir .. "/no/such/dir/x.png")
+      assert.is_nil(ok)
+      assert.equal("io", err.kind)
+    end)
+  end)
+
+  describe("result:save_all", function()
+    it("saves every image with the extension of its type", function()
+      local result = assert(helpers.fox(m):edit({ prompt = "p", images = { SEED_URL }, n = 3 }))
+      local paths = assert(result:save_all(dir, "shoot"))
+      assert.same({ dir .. "/shoot-1.png", dir .. "/shoot-2.png", dir .. "/shoot-3.png" }, paths)
+      for i, path in ipairs(paths) do
+        assert.equal(helpers.fetch(result.images[i].url), helpers.read(path))
+      end
+      assert.same({ "shoot-1.png", "shoot-2.png", "shoot-3.png" }, helpers.ls(dir))
+    end)
+
+    it("names files after the task by default", function()
+      local result = assert(helpers.fox(m):edit({ prompt = "p", images = { SEED_URL } }))
+      local paths = assert(result:save_all(dir))
+      assert.same({ dir .. "/" .. result.task.id .. "-1.png" }, paths)
+    end)
+
+    it("never writes outside its directory, whatever the prefix", function()
+      local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL }, response_format = "b64_json" }))
+      local paths = assert(result:save_all(dir, "../../etc/evil"))
+      assert.equal(1, #paths)
+      assert.equal(dir .. "/", paths[1]:sub(1, #dir + 1))
+      assert.is_nil(paths[1]:sub(#dir + 2):find("/", 1, true))
+    end)
+  end)
+end)
