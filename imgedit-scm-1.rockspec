@@ -1,0 +1,70 @@
+-- imgedit from its checkout: `luarocks make` builds the C core and installs
+-- the Lua modules. With lua-cjson and luasocket from Debian (not registered
+-- with LuaRocks), add `--deps-mode=none`.
+rockspec_format = "3.0"
+package = "imgedit"
+version = "scm-1"
+
+source = {
+  url = "git+file://.",
+}
+
+description = {
+  summary = "Edit and generate images through AI image APIs, from Lua",
+  detailed = [[
+    A C core on libcurl and lua-cjson with a thin Lua layer: clients for the
+    foxapi (PHOTA, asynchronous tasks) and powertokens (Qwen / Wan,
+    synchronous) image APIs, structured errors, safe retries, streaming
+    downloads, and a local emulator of both APIs for offline development.
+  ]],
+  license = "MIT",
+}
+
+dependencies = {
+  "lua >= 5.1, < 5.5",
+  "lua-cjson >= 2.1",
+}
+
+external_dependencies = {
+  CURL = { header = "curl/curl.h", library = "curl" },
+}
+
+build = {
+  type = "builtin",
+  modules = {
+    ["imgedit.core"] = {
+      sources = { "src/core.c", "src/multi.c", "src/transfer.c", "src/codec.c" },
+      libraries = { "curl" },
+      incdirs = { "$(CURL_INCDIR)" },
+      libdirs = { "$(CURL_LIBDIR)" },
+      defines = { "_POSIX_C_SOURCE=200809L" },
+    },
+    ["imgedit"] = "lua/imgedit/init.lua",
+    ["imgedit.client"] = "lua/imgedit/client.lua",
+    ["imgedit.errors"] = "lua/imgedit/errors.lua",
+    ["imgedit.file"] = "lua/imgedit/file.lua",
+    ["imgedit.log"] = "lua/imgedit/log.lua",
+    ["imgedit.params"] = "lua/imgedit/params.lua",
+    ["imgedit.result"] = "lua/imgedit/result.lua",
+    ["imgedit.scheduler"] = "lua/imgedit/scheduler.lua",
+    ["imgedit.task"] = "lua/imgedit/task.lua",
+    ["imgedit.transport"] = "lua/imgedit/transport.lua",
+    ["imgedit.providers.foxapi"] = "lua/imgedit/providers/foxapi.lua",
+    ["imgedit.providers.powertokens"] = "lua/imgedit/providers/powertokens.lua",
+    ["imgedit.mock"] = "lua/imgedit/mock/init.lua",
+    ["imgedit.mock.http"] = "lua/imgedit/mock/http.lua",
+    ["imgedit.mock.foxapi"] = "lua/imgedit/mock/foxapi.lua",
+    ["imgedit.mock.powertokens"] = "lua/imgedit/mock/powertokens.lua",
+    ["imgedit.mock.png"] = "lua/imgedit/mock/png.lua",
+    ["imgedit.mock.cdn"] = "lua/imgedit/mock/cdn.lua",
+    ["imgedit.mock.process"] = "lua/imgedit/mock/process.lua",
+  },
+  install = {
+    bin = { ["imgedit-mock"] = "bin/imgedit-mock" },
+  },
+}
+
+test = {
+  type = "command",
+  command = "make test",
+}
