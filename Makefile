@@ -9,6 +9,7 @@
 LUA        ?= lua5.4
 LUA_PC     ?= $(LUA)
 BUILD      := build/$(LUA)
+LUA_VERSION = $(patsubst lua%,%,$(LUA))
 CORE_SO    := $(BUILD)/imgedit/core.so
 
 CC         ?= cc
@@ -30,7 +31,7 @@ SHELL      := /bin/bash
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test demo lint clean
+.PHONY: all deps test demo lint check-rock clean
 
 all: $(CORE_SO)
 
@@ -57,6 +58,17 @@ demo: deps
 lint: deps
 	luacheck lua spec examples bin bench
 	$(MAKE) --no-print-directory -B all BUILD=build/lint-$(LUA) EXTRA_CFLAGS=-Werror
+
+# The rockspec builds and installs into a scratch tree, and the installed
+# module loads from outside the checkout (dependencies from Debian).
+check-rock: deps
+	@sh .ci/deps.sh luarocks
+	rm -rf build/rock-tree
+	luarocks --lua-version $(LUA_VERSION) make --deps-mode=none --tree build/rock-tree imgedit-scm-1.rockspec
+	cd /tmp && unset LUA_PATH LUA_CPATH \
+	  && eval "$$(luarocks --lua-version $(LUA_VERSION) path --tree $(CURDIR)/build/rock-tree)" \
+	  && $(LUA) -e 'local i = require("imgedit"); assert(i.client("foxapi")); \
+	    print("installed imgedit " .. i._VERSION .. " loads from " .. package.searchpath("imgedit.core", package.cpath))'
 
 clean:
 	rm -rf build luacov.*.out

@@ -25,8 +25,10 @@ dependencies = {
   "lua-cjson >= 2.1",
 }
 
+-- Only the library is looked up: Debian keeps curl/curl.h in a multiarch
+-- include directory that the compiler searches but LuaRocks does not.
 external_dependencies = {
-  CURL = { header = "curl/curl.h", library = "curl" },
+  CURL = { library = "curl" },
 }
 
 build = {
