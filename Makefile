@@ -61,14 +61,15 @@ lint: deps
 
 # The rockspec builds and installs into a scratch tree, and the installed
 # module loads from outside the checkout (dependencies from Debian).
+ROCK_SMOKE = local i = require("imgedit"); assert(i.client("foxapi")); \
+  print("installed imgedit " .. i._VERSION .. ", core from " .. package.searchpath("imgedit.core", package.cpath))
 check-rock: deps
 	@sh .ci/deps.sh luarocks
 	rm -rf build/rock-tree
 	luarocks --lua-version $(LUA_VERSION) make --deps-mode=none --tree build/rock-tree imgedit-scm-1.rockspec
 	cd /tmp && unset LUA_PATH LUA_CPATH \
 	  && eval "$$(luarocks --lua-version $(LUA_VERSION) path --tree $(CURDIR)/build/rock-tree)" \
-	  && $(LUA) -e 'local i = require("imgedit"); assert(i.client("foxapi")); \
-	    print("installed imgedit " .. i._VERSION .. " loads from " .. package.searchpath("imgedit.core", package.cpath))'
+	  && $(LUA) -e '$(ROCK_SMOKE)'
 
 clean:
 	rm -rf build luacov.*.out
