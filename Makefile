@@ -56,7 +56,7 @@ demo: deps
 	$(LUA) examples/demo.lua
 
 lint: deps
-	luacheck lua spec examples bin bench
+	luacheck $(wildcard lua spec examples bench bin/*)
 	$(MAKE) --no-print-directory -B all BUILD=build/lint-$(LUA) EXTRA_CFLAGS=-Werror
 
 # The rockspec builds and installs into a scratch tree, and the installed
