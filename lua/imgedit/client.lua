@@ -8,6 +8,7 @@
 local core = require("imgedit.core")
 local errors = require("imgedit.errors")
 local params = require("imgedit.params")
+local scheduler = require("imgedit.scheduler")
 local task = require("imgedit.task")
 local transport = require("imgedit.transport")
 
@@ -141,8 +142,9 @@ function client.new(provider_name, opts)
   local self = setmetatable({
     provider = provider,
     config = config,
-    -- state shared by every request of this client (the 429 pause)
-    state = { paused_until = 0 },
+    -- state shared by every request of this client: the 429 pause, and the
+    -- slots that keep at most max_in_flight requests on the wire
+    state = { paused_until = 0, slots = scheduler.semaphore(config.max_in_flight) },
   }, Client)
   -- the key lives in a closure, not in a field: printing or serializing a
   -- client (vim.inspect, a logger) must not reveal it

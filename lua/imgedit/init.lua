@@ -38,10 +38,41 @@ function imgedit.log(fn)
   log.set(fn)
 end
 
---- Waits `seconds`.
+--- Waits `seconds`; inside `run`, other coroutines go on meanwhile.
 function imgedit.sleep(seconds)
   if type(seconds) ~= "number" then params.argerror(1, "sleep", "number", seconds) end
   scheduler.sleep(seconds)
+end
+
+--- Runs `fn(...)` in the scheduler until it and all it spawned finish, and
+-- returns `fn`'s results. Inside it, every waiting imgedit call yields, so
+-- many requests proceed at once in one thread.
+function imgedit.run(fn, ...)
+  if type(fn) ~= "function" then params.argerror(1, "run", "function", fn) end
+  return scheduler.run(fn, ...)
+end
+
+--- Starts `fn(...)` as a coroutine; `handle:join()` waits for its results
+-- (or `nil, err` if it raised `err`).
+function imgedit.spawn(fn, ...)
+  if type(fn) ~= "function" then params.argerror(1, "spawn", "function", fn) end
+  return scheduler.spawn(fn, ...)
+end
+
+--- Runs the functions concurrently (at most `opts.concurrency` at a time)
+-- and returns `{ok = true, value = ...}` or `{ok = false, err = ...}` for
+-- each, in order. A function that returns `nil, err` counts as failed.
+function imgedit.gather(fns, opts)
+  if type(fns) ~= "table" then params.argerror(1, "gather", "table", fns) end
+  for i = 1, #fns do
+    if type(fns[i]) ~= "function" then params.argerror(1, "gather", "table of functions", fns[i]) end
+  end
+  if opts ~= nil and type(opts) ~= "table" then params.argerror(2, "gather", "table", opts) end
+  local concurrency = opts and opts.concurrency
+  if concurrency ~= nil and not (params.is_integer(concurrency) and concurrency >= 1) then
+    error("bad argument #2 to 'gather' (concurrency must be a positive integer)", 2)
+  end
+  return scheduler.gather(fns, concurrency)
 end
 
 return imgedit

@@ -159,6 +159,8 @@ function transport.request(client, spec)
       if left < timeout then timeout = left end
     end
 
+    local slots = client.state.slots
+    slots.acquire()
     local transfer, add_problem = scheduler.start({
       method = spec.method, url = url, headers = headers,
       json = spec.json, body = spec.body,
@@ -171,10 +173,12 @@ function transport.request(client, spec)
       user_agent = cfg.user_agent,
     })
     if not transfer then
+      slots.release()
       return nil, errors.new("invalid_request", add_problem, { attempts = attempt - 1 }, secret)
     end
     local res = scheduler.await(transfer)
     transfer:close()
+    slots.release()
 
     local err, not_sent
     if res.error then
