@@ -21,14 +21,19 @@ local FINAL = { completed = true, failed = true, cancelled = true }
 --- Polling defaults (seconds). See `task.next_delay` for the schedule.
 task.POLL_DEFAULTS = { interval = 0.5, max_interval = 15, timeout = 600 }
 
--- The client a task polls through; not a field, so a task prints cleanly.
+-- The client a task polls through, and when its submission was answered:
+-- not fields, so that a task prints cleanly.
 local client_of = setmetatable({}, { __mode = "k" })
+local submitted_at = setmetatable({}, { __mode = "k" })
 
---- A task handle. `raw` (optional) is the provider's task JSON.
+--- A task handle. `raw` (optional) is the task JSON its submission returned.
 function task.new(client, id, raw)
   local t = setmetatable({ id = id }, Task)
   client_of[t] = client
-  if raw then t:_update(raw) end
+  if raw then
+    submitted_at[t] = scheduler.now()
+    t:_update(raw)
+  end
   return t
 end
 
@@ -69,23 +74,37 @@ function Task:done()
   return FINAL[self.status] == true
 end
 
+--- How long after the predicted finish the poll is aimed, so that it lands
+-- after the server's clock has passed it (seconds).
+local FINISH_MARGIN = 0.01
+
 --- How long to wait before the next poll.
 --
--- A task is polled at least every `max(interval, 10% of the time it has
--- run)`, so its completion is noticed within 10% of its duration (or
--- `interval` for short tasks) while a long task is polled less and less often.
--- When the progress reported so far predicts an earlier finish (a task at 80%
--- after 8 s likely finishes 2 s later), the poll is moved to just after that
--- moment. Never longer than `max_interval`, never past the deadline.
-function task.next_delay(elapsed, progress, poll)
-  local delay = math.max(poll.interval, 0.1 * elapsed)
-  if progress and progress > 0 and progress < 100 and elapsed > 0 then
-    local predicted = elapsed * (100 - progress) / progress
-    if predicted + poll.interval * 0.5 < delay then
-      delay = math.max(poll.interval, predicted + poll.interval * 0.5)
-    end
+-- The regular gap is `max(interval, 10% of the task's age)`, at most
+-- `max_interval`: completion is noticed within 10% of the task's duration
+-- (or `interval` for short tasks), and a long task is polled less and less
+-- often (about 23 polls between its 5th and 45th second).
+--
+-- The task's expected finish comes from its progress (a task at 80% after
+-- 8 s likely finishes at 10 s) or, before any progress, from the provider's
+-- `estimated_time`. When that moment is at most two gaps away, the next poll
+-- is aimed just after it instead: a 1 s task is polled once, at 1 s.
+-- @tparam number age seconds since the task was created
+-- @tparam[opt] number progress 0-100, as last reported
+-- @tparam[opt] number estimate the provider's estimated_time, seconds
+-- @tparam table poll `{interval =, max_interval =}`
+function task.next_delay(age, progress, estimate, poll)
+  local gap = math.min(math.max(poll.interval, 0.1 * age), poll.max_interval)
+  local finish
+  if progress and progress > 0 and progress < 100 and age > 0 then
+    finish = age * 100 / progress
+  elseif estimate and estimate > 0 then
+    finish = estimate
   end
-  return math.min(delay, poll.max_interval)
+  if finish and finish > age and finish - age <= 2 * gap then
+    return finish - age + FINISH_MARGIN
+  end
+  return gap
 end
 
 local function poll_options(client, given)
@@ -141,11 +160,15 @@ function Task:wait(opts)
   local started = scheduler.now()
   local deadline = started + (opts.timeout or poll.timeout)
   if opts.deadline and opts.deadline < deadline then deadline = opts.deadline end
-  -- the task's age, for the schedule: from its creation when the server told
-  -- us (a resumed task may be old), else from when we started waiting
-  local born = started
-  if type(self.created) == "number" and self.created > 0 then
-    born = math.min(started, started - math.max(0, os.time() - self.created))
+  -- The task's birth, for the schedule: when its submission was answered
+  -- (the monotonic clock, precise), else from its `created` stamp (whole
+  -- seconds: good enough for a resumed task, which is usually old).
+  local function birth()
+    if submitted_at[self] then return submitted_at[self] end
+    if type(self.created) == "number" and self.created > 0 then
+      return scheduler.now() - math.max(0, os.time() - self.created)
+    end
+    return started
   end
 
   local last_status, last_progress = nil, nil
@@ -168,7 +191,8 @@ function Task:wait(opts)
           now - started, self.id), { task_id = self.id, retryable = true })
       end
       -- the last poll falls on the deadline itself
-      scheduler.sleep(math.min(task.next_delay(now - born, self.progress, poll), deadline - now))
+      local delay = task.next_delay(now - birth(), self.progress, self.estimated_time, poll)
+      scheduler.sleep(math.min(delay, deadline - now))
     end
     poll_now = false
     local ok, err = self:refresh({ deadline = deadline })
