@@ -72,7 +72,7 @@ end
 
 -- Faults -------------------------------------------------------------------------
 
-local KINDS = one_of("status", "reset", "stall", "refuse", "html", "truncated_json",
+local KINDS = one_of("status", "reset", "stall", "slow", "refuse", "html", "truncated_json",
                      "big", "bad_base64", "redirect")
 
 local function is_count(v) return http.is_integer(v) and v >= 0 end
@@ -96,7 +96,7 @@ local FAULT_FIELDS = {
                return true
              end, "an object of header names to strings"},
   body = {function() return true end, "anything"},
-  kind = {KINDS, "one of status reset stall refuse html truncated_json big bad_base64 redirect"},
+  kind = {KINDS, "one of status reset stall slow refuse html truncated_json big bad_base64 redirect"},
   seconds = {function(v) return type(v) == "number" and v >= 0 and v <= 3600 end,
              "a number of seconds between 0 and 3600"},
   bytes = {is_count, "a non-negative integer"},
@@ -166,6 +166,11 @@ local function fault_response(f, normal)
   local resp
   if kind == "stall" then
     return {delay = f.seconds or 30, no_reply = true}
+  elseif kind == "slow" then
+    -- the normal answer, late: requests that are in flight at the same time
+    resp = normal()
+    resp.delay = f.seconds or 1
+    return resp
   elseif kind == "status" then
     local status = f.status or 500
     local body = f.body
