@@ -10,6 +10,7 @@ local core = require("imgedit.core")
 local errors = require("imgedit.errors")
 local file = require("imgedit.file")
 local params = require("imgedit.params")
+local scheduler = require("imgedit.scheduler")
 local transport = require("imgedit.transport")
 
 local result = {}
@@ -89,7 +90,7 @@ end
 
 --- Writes the image to `tmp`: downloaded (streamed, never held in memory)
 -- or decoded. Returns true or nil and an error; `tmp` is gone on failure.
-local function store(image, tmp)
+local function store(image, tmp, deadline)
   local client = client_of[image]
   if image.b64_json then
     local bytes, err = decode_b64(image)
@@ -102,7 +103,7 @@ local function store(image, tmp)
   local refused = check_download_url(client, image.url)
   if refused then return nil, refused end
   local res, err = transport.request(client, {
-    method = "GET", url = image.url, auth = false, output = tmp, redirects = true,
+    method = "GET", url = image.url, output = tmp, download = true, deadline = deadline,
   })
   if not res then
     os.remove(tmp)
@@ -125,26 +126,43 @@ local function finish(tmp, path)
   return path
 end
 
+--- The absolute deadline of `opts.timeout`, or nil; raises for wrong types.
+local function deadline_of(opts, fname, position)
+  if opts == nil then return nil end
+  if type(opts) ~= "table" then params.argerror(position, fname, "table", opts) end
+  if opts.timeout == nil then return nil end
+  if type(opts.timeout) ~= "number" or opts.timeout <= 0 then
+    error(("bad argument #%d to '%s' (timeout must be a positive number of seconds)"):format(position, fname), 3)
+  end
+  return scheduler.now() + opts.timeout
+end
+
 --- Saves the image to `path` (streamed from its URL, or decoded from base64).
 -- No API key is sent to the image's host. Returns `path`, or nil and an error;
 -- nothing is left at `path` unless the image is complete.
-function Image:save(path)
+-- @tparam string path
+-- @tparam[opt] table opts `timeout`: seconds for the whole save, retries included
+function Image:save(path, opts)
   params.check_self(self, Image, "image.save", "image")
-  if type(path) ~= "string" then params.argerror(2, "save", "string", path) end
+  if type(path) ~= "string" then params.argerror(1, "save", "string", path) end
+  local deadline = deadline_of(opts, "save", 2)
   local tmp = temporary_name(path)
-  local ok, err = store(self, tmp)
+  local ok, err = store(self, tmp, deadline)
   if not ok then return nil, err end
   return finish(tmp, path)
 end
 
 --- The image's bytes, or nil and an error.
-function Image:bytes()
+-- @tparam[opt] table opts `timeout`: seconds for the whole download
+function Image:bytes(opts)
   params.check_self(self, Image, "image.bytes", "image")
+  local deadline = deadline_of(opts, "bytes", 1)
   if self.b64_json then return decode_b64(self) end
   local client = client_of[self]
   local refused = check_download_url(client, self.url or "")
   if refused then return nil, refused end
-  local res, err = transport.request(client, { method = "GET", url = self.url, auth = false, redirects = true })
+  local res, err = transport.request(client, { method = "GET", url = self.url, download = true,
+                                                   deadline = deadline })
   if not res then return nil, err end
   return res.body
 end
@@ -166,17 +184,19 @@ end
 -- nil and an error whose `saved` field lists the files already written.
 -- @tparam string dir an existing directory
 -- @tparam[opt] string prefix default: the task or request id, else "image"
-function Result:save_all(dir, prefix)
+-- @tparam[opt] table opts `timeout`: seconds for saving them all
+function Result:save_all(dir, prefix, opts)
   params.check_self(self, Result, "result.save_all", "result")
-  if type(dir) ~= "string" then params.argerror(2, "save_all", "string", dir) end
-  if prefix ~= nil and type(prefix) ~= "string" then params.argerror(3, "save_all", "string", prefix) end
+  if type(dir) ~= "string" then params.argerror(1, "save_all", "string", dir) end
+  if prefix ~= nil and type(prefix) ~= "string" then params.argerror(2, "save_all", "string", prefix) end
+  local deadline = deadline_of(opts, "save_all", 3)
   prefix = safe_prefix(prefix or (self.task and self.task.id) or self.request_id or "image")
   dir = dir:gsub("(.)/+$", "%1")
   local paths = {}
   for i, image in ipairs(self.images) do
     local base = ("%s/%s-%d"):format(dir, prefix, i)
     local tmp = temporary_name(base)
-    local ok, err = store(image, tmp)
+    local ok, err = store(image, tmp, deadline)
     if not ok then
       err.saved = paths
       return nil, err

@@ -103,17 +103,47 @@ local function may_retry(err, billed, not_sent)
   return err.kind == "network" or err.kind == "timeout" or err.kind == "decode"
 end
 
-local function attempt_error(res, secret)
-  local e = res.error
-  return errors.new(e.kind, e.message, { curl_code = e.curl_code }, secret), not e.sent
+--- Downloads (results on a CDN) may be large and slow: their whole-transfer
+-- limit is at least this (seconds), and a transfer slower than
+-- DOWNLOAD_LOW_SPEED bytes/s for DOWNLOAD_LOW_SPEED_TIME seconds is stalled.
+local DOWNLOAD_TIMEOUT = 600
+local DOWNLOAD_LOW_SPEED, DOWNLOAD_LOW_SPEED_TIME = 1024, 30
+--- Polls answer at once: one that sends nothing for this long is stalled.
+local GET_LOW_SPEED_TIME = 30
+
+local function is_redirect(res)
+  return res.status and res.status >= 300 and res.status < 400
+end
+
+--- The error of one attempt, or nil when it succeeded; the second value is
+-- true when the request surely never reached the server.
+local function classify(res, spec, secret)
+  if res.error then
+    local e = res.error
+    return errors.new(e.kind, e.message, { curl_code = e.curl_code }, secret), not e.sent
+  end
+  if is_redirect(res) and not spec.download then
+    -- never followed: the request carries the key
+    return errors.new("api", ("the API answered with a redirect (HTTP %d) to %s; API requests are not redirected"
+      .. " because they carry the key: set base_url to the final address")
+      :format(res.status, tostring(res.headers.location)), { status = res.status,
+      request_id = request_id_of(res.headers) }, secret)
+  end
+  if res.status >= 400 then return http_error(res, secret) end
+  if spec.decode and res.json == nil then
+    return errors.new("decode", ("the response is not valid JSON (%s)"):format(res.decode_error or "empty body"),
+      { status = res.status, request_id = request_id_of(res.headers) })
+  end
+  return nil
 end
 
 --- Performs one request of `client` with retries.
 --
--- `spec` fields: method, url, json | body, headers (array of lines), auth
--- (send the key), billed (a POST that costs money), decode (JSON expected),
--- output (stream the body to this path), deadline (absolute, scheduler.now()),
--- redirects (follow up to MAX_REDIRECTS, for downloads).
+-- `spec` fields: method, url, json | body, auth (send the key and the
+-- client's headers), billed (a POST that costs money), decode (JSON
+-- expected), output (stream the body to this path), deadline (absolute,
+-- scheduler.now()), download (a result: no key, redirects followed, limits
+-- for large bodies).
 --
 -- Returns the result table of the last attempt, with `request_id` and
 -- `attempts`, or nil and an error.
@@ -135,6 +165,13 @@ function transport.request(client, spec)
     headers[#headers + 1] = "Accept: application/json"
     for _, line in ipairs(cfg.header_lines) do headers[#headers + 1] = line end
   end
+  local base_timeout, low_speed_limit, low_speed_time = cfg.timeout, nil, nil
+  if spec.download then
+    base_timeout = math.max(cfg.timeout, DOWNLOAD_TIMEOUT)
+    low_speed_limit, low_speed_time = DOWNLOAD_LOW_SPEED, DOWNLOAD_LOW_SPEED_TIME
+  elseif spec.method == "GET" then
+    low_speed_limit, low_speed_time = 1, GET_LOW_SPEED_TIME
+  end
 
   while true do
     attempt = attempt + 1
@@ -149,7 +186,7 @@ function transport.request(client, spec)
       scheduler.sleep(pause)
       now = scheduler.now()
     end
-    local timeout = cfg.timeout
+    local timeout = base_timeout
     if spec.deadline then
       local left = spec.deadline - now
       if left <= 0 then
@@ -167,7 +204,7 @@ function transport.request(client, spec)
       decode = spec.decode and "json" or nil,
       output = spec.output,
       timeout = timeout, connect_timeout = cfg.connect_timeout,
-      low_speed_limit = cfg.low_speed_limit, low_speed_time = cfg.low_speed_time,
+      low_speed_limit = low_speed_limit, low_speed_time = low_speed_time,
       max_response_bytes = cfg.max_response_bytes,
       proxy = cfg.proxy, ca_file = cfg.ca_file, insecure = cfg.insecure,
       user_agent = cfg.user_agent,
@@ -180,38 +217,28 @@ function transport.request(client, spec)
     transfer:close()
     slots.release()
 
-    local err, not_sent
-    if res.error then
-      err, not_sent = attempt_error(res, secret)
-    elseif res.status >= 300 and res.status < 400 and spec.redirects and res.headers.location then
-      redirects = redirects + 1
-      local target = transport.resolve(url, res.headers.location)
-      local problem = target and transport.check_url(target, cfg.allow_http)
-      if not target or problem or redirects > MAX_REDIRECTS then
-        err = errors.new("network", problem or ("too many redirects, or a bad Location, after %s"):format(url),
-          { status = res.status })
-      else
-        url = target
-        attempt = attempt - 1
-      end
-    elseif res.status >= 300 then
-      err = http_error(res, secret)
-    elseif spec.decode and res.json == nil then
-      err = errors.new("decode", ("the response is not valid JSON (%s)"):format(res.decode_error or "empty body"),
-        { status = res.status, request_id = request_id_of(res.headers) })
-    end
-
+    local err, not_sent = classify(res, spec, secret)
     log.attempt({ method = spec.method, url = url, status = res.status, bytes = res.bytes,
                   time = res.time, attempt = attempt, max_attempts = max_attempts,
                   error = err and err.message })
 
-    if not err and not (res.status >= 300 and res.status < 400 and spec.redirects) then
+    if not err and is_redirect(res) then
+      -- a download moved: follow it (no key is ever sent to a result host)
+      redirects = redirects + 1
+      local target = res.headers.location and transport.resolve(url, res.headers.location)
+      local refused = target and transport.check_url(target, cfg.allow_http)
+      if not target or refused or redirects > MAX_REDIRECTS then
+        err = errors.new("network", refused or ("too many redirects, or a bad Location, after %s"):format(url),
+          { status = res.status, attempts = attempt })
+        return nil, err
+      end
+      url = target
+      attempt = attempt - 1
+    elseif not err then
       res.request_id = request_id_of(res.headers)
       res.attempts = attempt
       return res
-    end
-
-    if err then
+    else
       err.attempts = attempt
       err.retryable = may_retry(err, spec.billed, not_sent)
       if not err.retryable or attempt >= max_attempts then
