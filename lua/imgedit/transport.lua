@@ -97,10 +97,10 @@ local function may_retry(err, billed, not_sent)
     if err.status then return err.status == 429 or err.status == 503 end
     return err.kind == "network" and not_sent
   end
-  if err.status then
-    return err.status == 408 or err.status == 409 or err.status == 429 or err.status >= 500
-  end
-  return err.kind == "network" or err.kind == "timeout" or err.kind == "decode"
+  -- a GET is safe to repeat: also when its answer came back garbled
+  if err.kind == "decode" or err.kind == "network" or err.kind == "timeout" then return true end
+  local status = err.status or 0
+  return status == 408 or status == 409 or status == 429 or status >= 500
 end
 
 --- Downloads (results on a CDN) may be large and slow: their whole-transfer
