@@ -14,6 +14,7 @@ local errors = require("imgedit.errors")
 local file = require("imgedit.file")
 local log = require("imgedit.log")
 local params = require("imgedit.params")
+local runtime = require("imgedit.runtime")
 local scheduler = require("imgedit.scheduler")
 
 local imgedit = {
@@ -73,6 +74,17 @@ function imgedit.gather(fns, opts)
     error("bad argument #2 to 'gather' (concurrency must be a positive integer)", 2)
   end
   return scheduler.gather(fns, concurrency)
+end
+
+--- Picks how imgedit waits: "blocking" (plain scripts), "nvim" (Neovim's
+-- event loop), "ngx" (OpenResty). Detected automatically; returns the name
+-- in use, or nil and an error for an unknown name.
+function imgedit.runtime(name)
+  if name == nil then return runtime.current().name end
+  if type(name) ~= "string" then params.argerror(1, "runtime", "string", name) end
+  local chosen, problem = runtime.set(name)
+  if not chosen then return nil, errors.new("invalid_request", problem) end
+  return chosen
 end
 
 return imgedit

@@ -2,23 +2,25 @@
 --
 -- Every transfer of every client runs on one libcurl multi handle. A
 -- coroutine started by `spawn` (or `run`) that waits — for a transfer, for
--- time, for another coroutine, for a free request slot — yields back to the
--- loop, which sleeps in `curl_multi_poll` until a socket is ready or the next
--- timer is due, then resumes whoever can go on. Outside the loop the same
--- calls simply block the thread.
+-- time, for another coroutine, for a free request slot — yields back to its
+-- loop, which resumes whoever can go on once a transfer finishes or a timer
+-- is due. How a loop waits for that is the runtime's business
+-- (`imgedit.runtime`): block in `curl_multi_poll`, yield to nginx, or return
+-- to Neovim's event loop. Outside a loop the same calls simply wait in place.
 -- @module imgedit.scheduler
 
 local core = require("imgedit.core")
+local runtime = require("imgedit.runtime")
 
 local scheduler = {}
 
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 local unpack = table.unpack or unpack
 
---- Longest single wait in curl_multi_poll. curl shortens it for its own
+--- Longest single wait of a loop. The runtime shortens it for curl's own
 -- timers; this bounds a wait in which nothing at all happens, so a loop with
 -- nothing left to wait for is detected in reasonable time.
-local MAX_POLL = 1.0
+local MAX_WAIT = 1.0
 
 --- What our own waits yield; anything else a coroutine yields is a plain
 -- cooperative yield and the coroutine is simply resumed again.
@@ -26,12 +28,7 @@ local WAIT = setmetatable({}, { __tostring = function() return "imgedit.wait" en
 
 local multi
 local handles = setmetatable({}, { __mode = "k" }) -- managed coroutine -> Handle
-local ready = {}                                   -- queue of {co, args (packed)}
-local waiting = {}                                 -- transfer -> coroutine
-local timers = {}                                  -- binary heap of {when, seq, co}
-local timer_seq = 0
-local live = 0                                     -- managed coroutines not yet finished
-local driving = false
+local waiting = {}                                 -- transfer -> coroutine waiting for it
 
 scheduler.now = core.now
 
@@ -41,27 +38,63 @@ function scheduler.multi()
   return multi
 end
 
---- The handle of the running coroutine when the loop manages it.
+--- The handle of the running coroutine when a loop manages it.
 local function current()
   local co = coroutine.running()
   return co and handles[co]
 end
 scheduler.current = current
 
-local function wake(co, ...)
-  ready[#ready + 1] = { co, pack(...) }
+-- Loops --------------------------------------------------------------------------
+--
+-- A loop owns a ready queue and timers. There is one per Lua state, except
+-- where the runtime gives each context its own (one per nginx request, so
+-- that a request's coroutines only ever run inside that request).
+
+local Loop = {}
+Loop.__index = Loop
+
+local function new_loop()
+  return setmetatable({ ready = {}, timers = {}, timer_seq = 0, live = 0, driving = false }, Loop)
 end
 
--- Timers: a binary heap ordered by (when, seq) ------------------------------
+local global_loop = new_loop()
+
+--- The loop of the running context.
+function scheduler.loop()
+  local context = runtime.current().context
+  if not context then return global_loop end
+  local store = context()
+  if not store then return global_loop end
+  local loop = store.imgedit_loop
+  if not loop then
+    loop = new_loop()
+    store.imgedit_loop = loop
+  end
+  return loop
+end
+
+--- Queues `co` to be resumed (with the given values) at the loop's next turn.
+function Loop:wake(co, ...)
+  local ready = self.ready
+  ready[#ready + 1] = { co, pack(...) }
+  if #ready == 1 and self.on_ready and not self.stepping then self.on_ready(self) end
+end
+
+local function wake(co, ...)
+  handles[co].loop:wake(co, ...)
+end
+
+-- Timers: a binary heap ordered by (when, seq).
 
 local function earlier(a, b)
   return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
 end
 
-local function push_timer(when, co)
-  timer_seq = timer_seq + 1
-  local heap = timers
-  heap[#heap + 1] = { when, timer_seq, co }
+function Loop:push_timer(when, co)
+  self.timer_seq = self.timer_seq + 1
+  local heap = self.timers
+  heap[#heap + 1] = { when, self.timer_seq, co }
   local i = #heap
   while i > 1 do
     local parent = math.floor(i / 2)
@@ -71,8 +104,8 @@ local function push_timer(when, co)
   end
 end
 
-local function pop_timer()
-  local heap = timers
+function Loop:pop_timer()
+  local heap = self.timers
   local top = heap[1]
   local last = heap[#heap]
   heap[#heap] = nil
@@ -92,14 +125,20 @@ local function pop_timer()
   return top
 end
 
--- Handles ---------------------------------------------------------------------
+--- Seconds until the loop's next timer is due (0 when overdue), or nil.
+function Loop:next_timer()
+  local top = self.timers[1]
+  return top and math.max(0, top[1] - core.now()) or nil
+end
+
+-- Handles ---------------------------------------------------------------------------
 
 local Handle = {}
 Handle.__index = Handle
 
 local function finish(handle, ok, ...)
   handle.done = true
-  live = live - 1
+  handle.loop.live = handle.loop.live - 1
   if ok then
     handle.results = pack(...)
   else
@@ -124,21 +163,22 @@ local function resume(co, args)
   end
 end
 
---- Starts `fn(...)` as a coroutine of the loop and returns its handle. It
--- first runs when the loop next turns (inside `run`, or at a `join`).
+--- Starts `fn(...)` as a coroutine of the running context's loop and returns
+-- its handle. It first runs when that loop next turns.
 function scheduler.spawn(fn, ...)
+  local loop = scheduler.loop()
   local co = coroutine.create(fn)
-  local handle = setmetatable({ co = co, done = false, joiners = {} }, Handle)
+  local handle = setmetatable({ co = co, loop = loop, done = false, joiners = {} }, Handle)
   handles[co] = handle
-  live = live + 1
-  ready[#ready + 1] = { co, pack(...) }
+  loop.live = loop.live + 1
+  loop:wake(co, ...)
   return handle
 end
 
--- The loop ---------------------------------------------------------------------
+-- Turning a loop ------------------------------------------------------------------
 
---- Moves the coroutines whose transfers finished to the ready queue.
-local function harvest()
+--- Moves the coroutines whose transfers finished to their loops' queues.
+function scheduler.harvest()
   for _, transfer in ipairs(scheduler.multi():done()) do
     local co = waiting[transfer]
     if co then
@@ -148,44 +188,44 @@ local function harvest()
   end
 end
 
-local function fire_timers()
-  local now = core.now()
-  while timers[1] and timers[1][1] <= now do
-    wake(pop_timer()[3])
+--- One turn that never blocks: resumes the coroutines that can go on, lets
+-- curl progress, and wakes the waiters of finished transfers and due timers.
+function Loop:step()
+  self.stepping = true
+  local ready = self.ready
+  if #ready > 0 then
+    self.ready = {}
+    for _, entry in ipairs(ready) do resume(entry[1], entry[2]) end
   end
+  runtime.current().perform(scheduler.multi())
+  scheduler.harvest()
+  local now = core.now()
+  while self.timers[1] and self.timers[1][1] <= now do
+    local co = self:pop_timer()[3]
+    self:wake(co)
+  end
+  self.stepping = false
 end
 
---- Turns the loop until `finished()` is true.
-local function drive(finished)
-  if driving then
-    error("imgedit: the scheduler loop is already running; wait with imgedit calls inside it", 3)
+--- Turns the loop until `finished()` is true, waiting the runtime's way.
+function Loop:drive(finished)
+  if self.driving then
+    error("imgedit: this scheduler loop is already running; wait with imgedit calls inside it", 3)
   end
-  driving = true
-  local m = scheduler.multi()
+  self.driving = true
+  local rt = runtime.current()
   local ok, problem = pcall(function()
     while not finished() do
-      if #ready > 0 then
-        local batch = ready
-        ready = {}
-        for _, entry in ipairs(batch) do resume(entry[1], entry[2]) end
-        m:perform() -- start what the resumed coroutines added
-        harvest()
-      else
-        m:perform()
-        harvest()
-        fire_timers()
-        if #ready == 0 and not finished() then
-          if not timers[1] and next(waiting) == nil then
-            error("imgedit: every coroutine waits for something that cannot happen (a join on itself?)", 0)
-          end
-          local timeout = MAX_POLL
-          if timers[1] then timeout = math.max(0, math.min(timeout, timers[1][1] - core.now())) end
-          m:poll(timeout)
+      self:step()
+      if #self.ready == 0 and not finished() then
+        if not self.timers[1] and next(waiting) == nil then
+          error("imgedit: every coroutine waits for something that cannot happen (a join on itself?)", 0)
         end
+        rt.wait(scheduler.multi(), math.min(MAX_WAIT, self:next_timer() or MAX_WAIT))
       end
     end
   end)
-  driving = false
+  self.driving = false
   if not ok then error(problem, 0) end
 end
 
@@ -201,7 +241,7 @@ function Handle:join()
       self.joiners[#self.joiners + 1] = coroutine.running()
       coroutine.yield(WAIT)
     else
-      drive(function() return self.done end)
+      self.loop:drive(function() return self.done end)
     end
   end
   if self.error ~= nil then return nil, self.error end
@@ -214,7 +254,8 @@ end
 function scheduler.run(fn, ...)
   if current() then return fn(...) end
   local handle = scheduler.spawn(fn, ...)
-  drive(function() return live == 0 end)
+  local loop = handle.loop
+  loop:drive(function() return loop.live == 0 end)
   if handle.error ~= nil then error(handle.error, 0) end
   return unpack(handle.results, 1, handle.results.n)
 end
@@ -236,29 +277,30 @@ function scheduler.await(transfer)
     return transfer:result()
   end
   local m = scheduler.multi()
-  while not transfer:done() do
-    m:perform()
+  local rt = runtime.current()
+  while true do
+    rt.perform(m)
+    -- finished transfers of the loops' coroutines must still wake them
+    scheduler.harvest()
     if transfer:done() then break end
-    m:poll(MAX_POLL)
+    rt.wait(m, MAX_WAIT)
   end
-  -- finished transfers of the loop's coroutines must still wake them
-  harvest()
   return transfer:result()
 end
 
 --- Waits `seconds`.
 function scheduler.sleep(seconds)
   if current() then
-    push_timer(core.now() + math.max(0, seconds), coroutine.running())
+    current().loop:push_timer(core.now() + math.max(0, seconds), coroutine.running())
     coroutine.yield(WAIT)
     return
   end
-  if seconds <= 0 then return end
   local m = scheduler.multi()
+  local rt = runtime.current()
   local wake_at = core.now() + seconds
   local left = seconds
   while left > 0 do
-    m:poll(left)
+    rt.wait(m, left)
     left = wake_at - core.now()
   end
 end
@@ -270,7 +312,7 @@ function scheduler.semaphore(n)
   local sem = {}
   function sem.acquire()
     if held < n or not current() then
-      -- a blocking caller has nobody to wait for: the loop is not turning
+      -- a caller outside any loop has nobody to wait for
       held = held + 1
       return
     end

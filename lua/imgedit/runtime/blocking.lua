@@ -1,0 +1,10 @@
+--- The blocking runtime: plain Lua scripts. A wait sleeps in
+-- `curl_multi_poll`, which returns as soon as a transfer's socket is ready
+-- or curl's next timer is due.
+-- @module imgedit.runtime.blocking
+
+return {
+  name = "blocking",
+  perform = function(multi) multi:perform() end,
+  wait = function(multi, seconds) multi:poll(seconds) end,
+}
