@@ -2,12 +2,21 @@
 #
 #   make            build the C module for $(LUA) (default lua5.4)
 #   make test       install missing Debian packages, build, run every spec
+#                   under each interpreter of $(LUAS)
 #   make demo       install, build, start the emulator, run one edit per provider
 #   make lint       luacheck + the C code built with -Wall -Wextra -Werror
 #   make clean
 
 LUA        ?= lua5.4
 LUA_PC     ?= $(LUA)
+# The interpreters `make test` runs the whole suite under.
+LUAS       ?= lua5.4 lua5.3 lua5.1 luajit
+# Debian's package of an interpreter: for luajit, OpenResty's branch (luajit2),
+# which Debian's nginx Lua module needs (it conflicts with package luajit);
+# Neovim accepts either.
+lua_pkg     = $(if $(filter luajit,$(1)),luajit2,$(1))
+# Debian's development package of an interpreter's C API.
+lua_dev     = $(if $(filter luajit,$(1)),libluajit2-5.1-dev,$(if $(filter lua5.1,$(1)),liblua5.1-0-dev,lib$(1)-dev))
 BUILD      := build/$(LUA)
 LUA_VERSION = $(patsubst lua%,%,$(LUA))
 CORE_SO    := $(BUILD)/imgedit/core.so
@@ -23,15 +32,17 @@ SRC        := $(wildcard src/*.c)
 HDR        := $(wildcard src/*.h)
 
 # Debian packages the build and the specs need, installed only when missing.
-DEB_PACKAGES := $(LUA) lib$(LUA)-dev libcurl4-openssl-dev pkg-config \
-                lua-cjson lua-socket lua-busted lua-check
+DEB_PACKAGES := $(sort $(foreach l,$(LUA) $(LUAS),$(call lua_pkg,$(l)) $(call lua_dev,$(l)))) \
+                libcurl4-openssl-dev pkg-config \
+                lua-cjson lua-socket lua-busted lua-check \
+                openssl nginx libnginx-mod-http-lua
 
 SHELL      := /bin/bash
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test demo lint check-rock clean
+.PHONY: all deps test test-one demo lint check-rock clean bench
 
 all: $(CORE_SO)
 
@@ -42,14 +53,24 @@ $(CORE_SO): $(SRC) $(HDR) Makefile
 deps:
 	@sh .ci/deps.sh $(DEB_PACKAGES)
 
-# busted's own summary is not a line CI tools read; the last line printed
-# is the plain "N passed, N failed, N skipped" count of the same run.
+# Every interpreter's core is built first (a spec may start a child process
+# with another interpreter, such as Neovim's LuaJIT), then the suite runs
+# under each. busted's own summary is not a line CI tools read: each run ends
+# with a plain "N passed, N failed, N skipped" line, and the last line printed
+# adds them up.
 test: deps
-	@$(MAKE) --no-print-directory all
+	@for l in $(LUAS); do $(MAKE) --no-print-directory all LUA=$$l || exit 1; done
+	@status=0; for l in $(LUAS); do $(MAKE) --no-print-directory test-one LUA=$$l || status=1; done; \
+	  cat $(foreach l,$(LUAS),build/$(l)/summary) | awk '{ p += $$2; f += $$4; s += $$6 } \
+	    END { printf "all interpreters: %d passed, %d failed, %d skipped\n", p, f, s }'; exit $$status
+
+test-one:
 	@mkdir -p $(BUILD)
-	set -o pipefail; $(LUA) /usr/bin/busted $(BUSTED_ARGS) | tee $(BUILD)/busted.log
-	@sed 's/\x1b\[[0-9;]*m//g' $(BUILD)/busted.log | awk '/successes? \/ [0-9]+ failures? \/ [0-9]+ errors? \/ [0-9]+ pending/ \
-	  { printf "$(LUA): %d passed, %d failed, %d skipped\n", $$1, $$4 + $$7, $$10 }'
+	@rm -f $(BUILD)/summary
+	set -o pipefail; $(LUA) /usr/bin/busted $(BUSTED_ARGS) | tee $(BUILD)/busted.log; status=$$?; \
+	  sed 's/\x1b\[[0-9;]*m//g' $(BUILD)/busted.log | awk '/successes? \/ [0-9]+ failures? \/ [0-9]+ errors? \/ [0-9]+ pending/ \
+	    { printf "$(LUA): %d passed, %d failed, %d skipped\n", $$1, $$4 + $$7, $$10 }' | tee $(BUILD)/summary; \
+	  [ -s $(BUILD)/summary ] || echo "$(LUA): 0 passed, 1 failed, 0 skipped" > $(BUILD)/summary; exit $$status
 
 demo: deps
 	@$(MAKE) --no-print-directory all
@@ -70,6 +91,17 @@ check-rock: deps
 	cd /tmp && unset LUA_PATH LUA_CPATH \
 	  && eval "$$(luarocks --lua-version $(LUA_VERSION) path --tree $(CURDIR)/build/rock-tree)" \
 	  && $(LUA) -e '$(ROCK_SMOKE)'
+
+# Benchmarks (not part of `make test`): imgedit against plain C libcurl
+# programs and the curl tool, on loopback servers; see bench/RESULTS.md.
+BENCH_BUILD := build/bench
+BENCH_CFLAGS = -O2 -Wall -Wextra -std=c99
+bench: deps all
+	@sh .ci/deps.sh curl
+	@mkdir -p $(BENCH_BUILD)
+	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/baseline bench/baseline.c $(shell pkg-config --cflags --libs libcurl)
+	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/fastserver bench/fastserver.c
+	$(LUA) bench/run.lua
 
 clean:
 	rm -rf build luacov.*.out
