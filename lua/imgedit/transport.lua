@@ -92,7 +92,18 @@ end
 
 --- May this failed attempt be made again?
 -- `billed`: the request creates something the account pays for.
+--- curl codes of TLS failures that another attempt cannot mend: the peer's
+-- certificate, or our CA file, is what it is.
+local CERTIFICATE_CODES = {
+  [58] = true, -- CURLE_SSL_CERTPROBLEM
+  [60] = true, -- CURLE_PEER_FAILED_VERIFICATION
+  [77] = true, -- CURLE_SSL_CACERT_BADFILE
+  [83] = true, -- CURLE_SSL_ISSUER_ERROR
+  [90] = true, -- CURLE_SSL_PINNEDPUBKEYNOTMATCH
+}
+
 local function may_retry(err, billed, not_sent)
+  if CERTIFICATE_CODES[err.curl_code] then return false end
   if billed then
     if err.status then return err.status == 429 or err.status == 503 end
     return err.kind == "network" and not_sent
