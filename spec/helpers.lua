@@ -4,6 +4,10 @@ local mock = require("imgedit.mock.process")
 
 local helpers = {}
 
+--- The interpreter running the specs, for child processes that load the
+-- same build of imgedit.core.
+helpers.LUA = rawget(_G, "jit") and "luajit" or ("lua" .. _VERSION:match("%d+%.%d+"))
+
 --- The key the emulator accepts.
 helpers.KEY = "sk-test"
 
