@@ -5,6 +5,7 @@
 #                   under each interpreter of $(LUAS)
 #   make demo       install, build, start the emulator, run one edit per provider
 #   make lint       luacheck + the C code built with -Wall -Wextra -Werror
+#   make doc        the API reference (LDoc) in build/doc
 #   make clean
 
 LUA        ?= lua5.4
@@ -42,7 +43,7 @@ SHELL      := /bin/bash
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-one demo lint check-rock clean bench
+.PHONY: all deps test test-one demo lint check-rock doc clean bench
 
 all: $(CORE_SO)
 
@@ -102,6 +103,13 @@ bench: deps all
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/baseline bench/baseline.c $(shell pkg-config --cflags --libs libcurl)
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/fastserver bench/fastserver.c
 	$(LUA) bench/run.lua
+
+# The API reference (LDoc, from the doc comments) in build/doc; any warning
+# LDoc prints fails the target.
+doc:
+	@sh .ci/deps.sh lua-ldoc lua-markdown
+	@ldoc . 2>&1 | tee build/ldoc.log | grep -v -e '^reading configuration' -e '^output written' \
+	  && { echo "ldoc printed warnings"; exit 1; } || echo "API reference in build/doc/index.html"
 
 clean:
 	rm -rf build luacov.*.out

@@ -83,14 +83,15 @@ end
 -- @tparam string provider "foxapi" or "powertokens"
 -- @tparam[opt] table opts see API.md (api_key, base_url, timeout, ...)
 -- @return a client, or nil and an `invalid_request` error
-function client.new(provider_name, opts)
-  if type(provider_name) ~= "string" then params.argerror(1, "client", "string", provider_name) end
+function client.new(provider, opts)
+  if type(provider) ~= "string" then params.argerror(1, "client", "string", provider) end
   if opts ~= nil and type(opts) ~= "table" then params.argerror(2, "client", "table", opts) end
   opts = opts or {}
 
-  local provider = provider_named(provider_name)
+  local name = provider
+  provider = provider_named(name)
   if not provider then
-    return invalid(("unknown provider %q: use \"foxapi\" or \"powertokens\""):format(provider_name))
+    return invalid(("unknown provider %q: use \"foxapi\" or \"powertokens\""):format(name))
   end
 
   local config = {
@@ -122,7 +123,7 @@ function client.new(provider_name, opts)
       config.on_retry = value
     else
       local names = { "headers", "poll", "on_retry" }
-      for name in pairs(OPTION_CHECKS) do names[#names + 1] = name end
+      for option in pairs(OPTION_CHECKS) do names[#names + 1] = option end
       table.sort(names)
       return invalid(("unknown option %s (known: %s)"):format(params.show(key), table.concat(names, ", ")))
     end
