@@ -239,12 +239,34 @@ local function task_view(ctx, task)
   return view
 end
 
+-- Poll times kept per task (for GET /_mock/tasks); the count goes on past it.
+local MAX_POLL_TIMES = 1000
+
 local function poll(ctx, id)
   local task = ctx.tasks[id]
   if not task then
     return http.error(404, "not_found", "task not found: " .. id, "task_not_found")
   end
+  task.polls = (task.polls or 0) + 1
+  task.poll_times = task.poll_times or {}
+  if #task.poll_times < MAX_POLL_TIMES then task.poll_times[#task.poll_times + 1] = ctx.now() end
   return http.json(200, task_view(ctx, task))
+end
+
+--- What GET /_mock/tasks reports of every task, oldest first: its timing on
+-- the emulator's wall clock (seconds since the epoch) and its polls.
+function M.list(ctx)
+  local list = {}
+  for _, task in pairs(ctx.tasks) do
+    local view = task_view(ctx, task)
+    list[#list + 1] = {
+      id = task.id, model = task.model, status = view.status, outcome = task.outcome,
+      start = task.start, delay = task.delay, finish = task.start + task.delay,
+      polls = task.polls or 0, poll_times = task.poll_times or {},
+    }
+  end
+  table.sort(list, function(a, b) return a.start < b.start or (a.start == b.start and a.id < b.id) end)
+  return list
 end
 
 --- Handles a request under /foxapi; `path` is the rest (e.g. /v1/tasks/ID).

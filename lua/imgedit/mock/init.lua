@@ -31,6 +31,24 @@ POST /_mock/shutdown on the api URL (or Ctrl-C).
   --cdn-port N      cdn port (default 0: any free port)
   --delay SECONDS   time a foxapi task takes (default 0.3)
   --key KEY         accepted API key; repeat for several (default sk-test)
+
+Faults (all can also be changed at run time with POST /_mock/config and
+POST /_mock/faults):
+  --fail-rate R     fraction (0 to 1) of billed requests that fail: a foxapi
+                    task ends "failed", a powertokens request gets HTTP 500
+  --task-outcome S  how foxapi tasks end: completed (default), failed or
+                    cancelled
+  --result-shape S  foxapi results as "results" (default) or "output"
+  --image-bytes N   size of the PNGs served (default 4096)
+  --fault JSON      a fault, as POST /_mock/faults takes one; repeat for
+                    several; /_mock/reset restores them. Examples:
+                      --fault '{"status":503,"times":2}'
+                      --fault '{"kind":"slow","seconds":2,"times":100}'
+                      --fault '{"kind":"reset","listener":"cdn"}'
+                    fields: method path path_match listener times status
+                    headers body kind (status reset stall slow refuse html
+                    truncated_json big bad_base64 redirect) seconds bytes
+                    location
   --exit-on-eof     exit when standard input reaches end of file
   -h, --help        show this help
 ]]
@@ -54,6 +72,8 @@ local CONFIG = {
   result_shape = {one_of("results", "output"), '"results" or "output"'},
   image_bytes = {function(v) return http.is_integer(v) and v >= 1 and v <= 2 ^ 31 end,
                  "an integer between 1 and 2^31"},
+  fail_rate = {function(v) return type(v) == "number" and v >= 0 and v <= 1 end,
+               "a number between 0 and 1"},
   keys = {function(v)
             if not http.is_array(v) then return false end
             for _, k in ipairs(v) do if type(k) ~= "string" then return false end end
@@ -244,11 +264,29 @@ local function check_auth(state, req)
   return http.error(401, "authentication_error", "invalid API key")
 end
 
+-- fail_rate: a billed request (a POST) fails with this probability.
+local function unlucky(state, req)
+  local rate = state.config.fail_rate or 0
+  return req.method == "POST" and rate > 0 and math.random() < rate
+end
+
 local function route_api(state, req)
   local provider, rest = req.path:match("^/(%w+)(/.*)$")
   if provider == "foxapi" or provider == "powertokens" then
     local denied = check_auth(state, req)
     if denied then return denied end
+    if unlucky(state, req) then
+      if provider == "powertokens" then
+        return http.error(500, "server_error", "injected failure (fail_rate)")
+      end
+      -- the task is created, and ends failed
+      local outcome = state.config.task_outcome
+      state.config.task_outcome = "failed"
+      local ok, resp = pcall(foxapi.handle, state, req, rest)
+      state.config.task_outcome = outcome
+      if not ok then error(resp, 0) end
+      return resp
+    end
     return (provider == "foxapi" and foxapi or powertokens).handle(state, req, rest)
   end
   return http.error(404, "not_found", "no such endpoint: " .. req.path)
@@ -263,6 +301,13 @@ end
 local function reset(state)
   state.log, state.tasks, state.files, state.faults = {}, {}, {}, {}
   state.config = copy_config(state.defaults)
+  -- the faults given on the command line (--fault) come back with a reset
+  for i, f in ipairs(state.default_faults or {}) do
+    local copy = {}
+    for k, v in pairs(f) do copy[k] = v end
+    copy.times = copy.times or 1
+    state.faults[i] = copy
+  end
 end
 
 local function control(state, server, req)
@@ -277,6 +322,8 @@ local function control(state, server, req)
   end
   if what == "requests" and method == "GET" then
     return json_list("requests", state.log)
+  elseif what == "tasks" and method == "GET" then
+    return json_list("tasks", foxapi.list(state))
   elseif what == "reset" and method == "POST" then
     reset(state)
     return http.json(200, {ok = true})
@@ -377,11 +424,13 @@ function M.serve(opts)
 
   local state = {
     defaults = {
-      task_delay = opts.delay or 0.3, task_outcome = "completed",
+      task_delay = opts.delay or 0.3, task_outcome = opts.task_outcome or "completed",
       fail_code = "generation_failed",
       fail_message = "the model could not generate an image for this request",
-      result_shape = "results", image_bytes = 4096, keys = opts.keys or {"sk-test"},
+      result_shape = opts.result_shape or "results", image_bytes = opts.image_bytes or 4096,
+      keys = opts.keys or {"sk-test"}, fail_rate = opts.fail_rate or 0,
     },
+    default_faults = opts.faults,
     now = socket.gettime,
     start = socket.gettime(),
   }
@@ -422,7 +471,30 @@ end
 local VALUE_FLAGS = {
   ["--host"] = "host", ["--cdn-host"] = "cdn_host", ["--port"] = "port",
   ["--cdn-port"] = "cdn_port", ["--delay"] = "delay", ["--key"] = "key",
+  ["--fail-rate"] = "fail_rate", ["--task-outcome"] = "task_outcome",
+  ["--result-shape"] = "result_shape", ["--image-bytes"] = "image_bytes", ["--fault"] = "fault",
 }
+
+-- --fail-rate, --task-outcome, --result-shape, --image-bytes: config fields.
+local function parse_config_flag(opts, flag, name, value)
+  if name == "fail_rate" or name == "image_bytes" then value = tonumber(value) end
+  if value == nil or not CONFIG[name][1](value) then
+    return ("%s must be %s"):format(flag, CONFIG[name][2])
+  end
+  opts[name] = value
+end
+
+-- --fault JSON: one fault object, checked as POST /_mock/faults checks it.
+local function parse_fault(opts, value)
+  local ok, fault = pcall(cjson.decode, value)
+  if not ok then
+    return "--fault must be a JSON object such as '{\"status\":503,\"times\":2}'"
+  end
+  local problem = check_fields(fault, FAULT_FIELDS, "fault")
+  if problem then return "--fault: " .. problem end
+  opts.faults = opts.faults or {}
+  opts.faults[#opts.faults + 1] = fault
+end
 
 local function parse(argv)
   local opts = {}
@@ -456,6 +528,12 @@ local function parse(argv)
       elseif name == "key" then
         opts.keys = opts.keys or {}
         opts.keys[#opts.keys + 1] = value
+      elseif name == "fault" then
+        local problem = parse_fault(opts, value)
+        if problem then return nil, problem end
+      elseif CONFIG[name] then
+        local problem = parse_config_flag(opts, flag, name, value)
+        if problem then return nil, problem end
       else
         if not loopback(value) then
           return nil, ("%s %s refused: only 127.0.0.0/8 and ::1 are allowed"):format(flag, value)
@@ -479,18 +557,20 @@ end
 
 -- Failures are also reported as a JSON line on stdout, where a launcher
 -- waits for the ready line, so that it stops waiting at once.
-local function fail(status, message, usage)
-  io.stderr:write("imgedit-mock: ", message, "\n", usage and USAGE or "")
+local function fail(status, message, usage, prog)
+  io.stderr:write((prog or "imgedit-mock") .. ": ", message, "\n",
+    usage and (USAGE:gsub("imgedit%-mock", prog or "imgedit-mock")) or "")
   print_line({error = message})
   return status
 end
 
---- Command line entry point; returns the process exit status.
-function M.main(argv)
+--- Command line entry point; returns the process exit status. `prog`
+-- names the command in messages (default "imgedit-mock"; `imgedit mock`).
+function M.main(argv, prog)
   local opts, err = parse(argv or {})
-  if not opts then return fail(2, err, true) end
+  if not opts then return fail(2, err, true, prog) end
   if opts.help then
-    io.stdout:write(USAGE)
+    io.stdout:write((USAGE:gsub("imgedit%-mock", prog or "imgedit-mock")))
     return 0
   end
   opts.on_ready = print_line

@@ -6,6 +6,7 @@
 --                                            -- cdn_port, delay, keys; config = {...}
 --   m.api, m.cdn, m.foxapi, m.powertokens, m.pid, m.log
 --   m:requests{listener = "cdn", method = "GET", path = "/files/"}
+--   m:tasks()                                -- foxapi tasks: timing and polls
 --   m:reset(); m:config{task_outcome = "failed"}; m:faults{{status = 503}}
 --   m:stop()
 --
@@ -84,6 +85,11 @@ function Mock:requests(filter)
 end
 
 function Mock:reset() return self:_control("POST", "/_mock/reset") end
+
+--- The foxapi tasks, oldest first: {id, model, status, outcome, start, delay,
+-- finish (start + delay), polls, poll_times}, times in seconds since the
+-- epoch on the emulator's clock (socket.gettime).
+function Mock:tasks() return self:_control("GET", "/_mock/tasks").tasks end
 
 --- Merges t into the emulator's config; returns the resulting config.
 function Mock:config(t) return self:_control("POST", "/_mock/config", t).config end
