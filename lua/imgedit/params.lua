@@ -34,6 +34,8 @@ params.is_integer = is_integer
 --- Length of a UTF-8 string in code points, or nil when it is not valid UTF-8.
 -- Written out (not `utf8.len`) so that 5.1 and LuaJIT count the same way.
 function params.utf8_length(s)
+  -- plain ASCII, the common case, is counted by the C string library
+  if not s:find("[\128-\255]") then return #s end
   local count, i, n = 0, 1, #s
   while i <= n do
     local c = s:byte(i)
@@ -157,40 +159,52 @@ end
 --
 -- Returns body, control (the per-call options), or nil and an
 -- `invalid_request` error.
+--- What `build` needs to know of a schema, worked out once per schema: a
+-- request's validation is on the path of every call.
+local function index_of(schema)
+  local index = schema.index
+  if index then return index end
+  index = { known = {}, names_of = {} }
+  local listed = {}
+  for _, field in ipairs(schema.fields) do
+    local names = { field.name }
+    if field.wire and field.wire ~= field.name then names[#names + 1] = field.wire end
+    for _, alias in ipairs(field.aliases or {}) do names[#names + 1] = alias end
+    for _, name in ipairs(names) do index.known[name] = field end
+    index.names_of[field] = names
+    listed[#listed + 1] = field.name
+  end
+  for name in pairs(schema.control or {}) do listed[#listed + 1] = name end
+  table.sort(listed)
+  index.listed = table.concat(listed, ", ")
+  schema.index = index
+  return index
+end
+
 function params.build(schema, input)
   local body, control = {}, {}
-  local known = {}
+  local index = index_of(schema)
+  local known, controls = index.known, schema.control or {}
   local function fail(message)
     return nil, errors.new("invalid_request", schema.operation .. ": " .. message)
   end
 
-  for _, field in ipairs(schema.fields) do
-    known[field.name] = field
-    if field.wire then known[field.wire] = field end
-    for _, alias in ipairs(field.aliases or {}) do known[alias] = field end
-  end
-  for key in pairs(input) do
-    if type(key) ~= "string" then
-      return fail("parameter keys must be names, got " .. params.show(key))
+  for key, value in pairs(input) do
+    if controls[key] then
+      control[key] = value
+    elseif not known[key] then
+      if type(key) ~= "string" then
+        return fail("parameter keys must be names, got " .. params.show(key))
+      end
+      return fail(("unknown parameter %q (known: %s)"):format(key, index.listed))
     end
-    if not known[key] and not (schema.control and schema.control[key]) then
-      local names = {}
-      for _, field in ipairs(schema.fields) do names[#names + 1] = field.name end
-      for name in pairs(schema.control or {}) do names[#names + 1] = name end
-      table.sort(names)
-      return fail(("unknown parameter %q (known: %s)"):format(key, table.concat(names, ", ")))
-    end
-    if schema.control and schema.control[key] then control[key] = input[key] end
   end
 
   for _, field in ipairs(schema.fields) do
     local given, given_as = nil, nil
-    local names = { field.name }
-    if field.wire and field.wire ~= field.name then names[#names + 1] = field.wire end
-    for _, alias in ipairs(field.aliases or {}) do names[#names + 1] = alias end
-    for _, name in ipairs(names) do
+    for _, name in ipairs(index.names_of[field]) do
       if input[name] ~= nil then
-        if given ~= nil and given_as ~= name then
+        if given ~= nil then
           return fail(("%s and %s are the same parameter; give only one"):format(given_as, name))
         end
         given, given_as = input[name], name
