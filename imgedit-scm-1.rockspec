@@ -51,6 +51,7 @@ build = {
     ["imgedit.scheduler"] = "lua/imgedit/scheduler.lua",
     ["imgedit.runtime"] = "lua/imgedit/runtime/init.lua",
     ["imgedit.runtime.blocking"] = "lua/imgedit/runtime/blocking.lua",
+    ["imgedit.runtime.ngx"] = "lua/imgedit/runtime/ngx.lua",
     ["imgedit.task"] = "lua/imgedit/task.lua",
     ["imgedit.transport"] = "lua/imgedit/transport.lua",
     ["imgedit.providers.foxapi"] = "lua/imgedit/providers/foxapi.lua",

@@ -15,7 +15,7 @@
 local runtime = {}
 
 --- The runtimes, in the order they are detected.
-runtime.NAMES = { "blocking" }
+runtime.NAMES = { "ngx", "blocking" }
 
 local active
 
