@@ -36,7 +36,7 @@ HDR        := $(wildcard src/*.h)
 DEB_PACKAGES := $(sort $(foreach l,$(LUA) $(LUAS),$(call lua_pkg,$(l)) $(call lua_dev,$(l)))) \
                 libcurl4-openssl-dev pkg-config \
                 lua-cjson lua-socket lua-busted lua-check \
-                openssl nginx libnginx-mod-http-lua
+                openssl nginx libnginx-mod-http-lua neovim
 
 SHELL      := /bin/bash
 

@@ -52,6 +52,7 @@ build = {
     ["imgedit.runtime"] = "lua/imgedit/runtime/init.lua",
     ["imgedit.runtime.blocking"] = "lua/imgedit/runtime/blocking.lua",
     ["imgedit.runtime.ngx"] = "lua/imgedit/runtime/ngx.lua",
+    ["imgedit.runtime.nvim"] = "lua/imgedit/runtime/nvim.lua",
     ["imgedit.task"] = "lua/imgedit/task.lua",
     ["imgedit.transport"] = "lua/imgedit/transport.lua",
     ["imgedit.providers.foxapi"] = "lua/imgedit/providers/foxapi.lua",

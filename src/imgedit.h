@@ -35,10 +35,23 @@ IMGEDIT_EXPORT int luaopen_imgedit_core(lua_State *L);
 
 typedef struct Transfer Transfer;
 
+/* A socket whose watch changed since Lua last asked; defined in multi.c. */
+typedef struct SocketChange SocketChange;
+
 typedef struct Multi {
 	CURLM *handle;      /* NULL once closed */
 	Transfer *attached; /* added and not finished; linked by transfer.c */
 	int count;          /* length of the attached list */
+
+	/*
+	 * Socket-driven mode (m:watch()), multi.c alone: curl's socket and
+	 * timer callbacks only record here what the host loop must watch.
+	 */
+	int watching;
+	SocketChange *changes; /* owned; at most one entry per socket */
+	size_t nchanges, changes_cap;
+	int timer_armed;       /* curl asked to be called back ... */
+	double timer_due;      /* ... at this CLOCK_MONOTONIC time, in seconds */
 } Multi;
 
 /*

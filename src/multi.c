@@ -3,8 +3,16 @@
  * the Multi only knows them through the C list m->attached (so an abandoned
  * in-flight Transfer can still be collected) and through a weak table that
  * maps each Transfer* back to its userdata for m:done().
+ *
+ * Two ways to drive it: m:perform() and m:poll() (curl waits on its own
+ * sockets), or, after m:watch(), a host event loop that watches curl's
+ * sockets and timer itself (m:socket_changes(), m:timer()) and calls
+ * m:socket_action() when one of them fires.
  */
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "imgedit.h"
 
@@ -38,6 +46,12 @@ static int multi_new(lua_State *L)
 	m->handle = NULL;
 	m->attached = NULL;
 	m->count = 0;
+	m->watching = 0;
+	m->changes = NULL;
+	m->nchanges = 0;
+	m->changes_cap = 0;
+	m->timer_armed = 0;
+	m->timer_due = 0;
 	compat_setmetatable(L, MULTI_MT);
 
 	lua_createtable(L, 2, 0);
@@ -76,16 +90,15 @@ static int multi_add(lua_State *L)
 	return 1;
 }
 
-static int multi_perform(lua_State *L)
+/*
+ * Moves the transfers curl reports finished to the done list, for m:done().
+ * The Multi is at index 1; whatever is above it on the stack is dropped.
+ */
+static void reap(lua_State *L, Multi *m)
 {
-	Multi *m = check_open(L);
-	int running = 0, left;
-	CURLMcode rc;
+	int left;
 	CURLMsg *msg;
 
-	rc = curl_multi_perform(m->handle, &running);
-	if (rc != CURLM_OK)
-		return luaL_error(L, "curl_multi_perform failed: %s", curl_multi_strerror(rc));
 	lua_settop(L, 1);
 	compat_getuservalue(L, 1);
 	lua_rawgeti(L, 2, UV_TRANSFERS);
@@ -110,6 +123,19 @@ static int multi_perform(lua_State *L)
 		else
 			lua_rawseti(L, 4, (int)compat_rawlen(L, 4) + 1);
 	}
+	lua_settop(L, 1);
+}
+
+static int multi_perform(lua_State *L)
+{
+	Multi *m = check_open(L);
+	int running = 0;
+	CURLMcode rc;
+
+	rc = curl_multi_perform(m->handle, &running);
+	if (rc != CURLM_OK)
+		return luaL_error(L, "curl_multi_perform failed: %s", curl_multi_strerror(rc));
+	reap(L, m);
 	lua_pushinteger(L, running);
 	return 1;
 }
@@ -154,6 +180,255 @@ static int multi_timeout(lua_State *L)
 	return 1;
 }
 
+/*
+ * Socket-driven mode ------------------------------------------------------
+ *
+ * curl calls on_socket and on_timer from inside curl_multi_* calls, where no
+ * Lua may run: they only record, in memory the Multi owns, what the host
+ * loop must watch. Lua collects that after each call (m:socket_changes(),
+ * m:timer()) and reports readiness back with m:socket_action().
+ */
+
+struct SocketChange {
+	curl_socket_t fd;
+	int what;  /* latest interest: CURL_POLL_IN, _OUT, _INOUT or _REMOVE */
+	int reset; /* curl let go of the socket meanwhile (maybe closed it, maybe
+	              reused its number): drop the host's watch first */
+};
+
+static const char *poll_name(int what)
+{
+	switch (what) {
+	case CURL_POLL_IN:
+		return "in";
+	case CURL_POLL_OUT:
+		return "out";
+	case CURL_POLL_INOUT:
+		return "inout";
+	default:
+		return "remove";
+	}
+}
+
+static double monotonic_now(void)
+{
+	struct timespec ts;
+
+	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
+		return 0;
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/*
+ * Keeps at most one entry per socket, so the list stays as short as the set
+ * of sockets even if nobody reads it (m:perform() on a watched multi).
+ */
+static int on_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	Multi *m = userp;
+	SocketChange *c;
+	size_t i;
+
+	(void)easy;
+	(void)socketp;
+	if (what != CURL_POLL_IN && what != CURL_POLL_OUT && what != CURL_POLL_INOUT)
+		what = CURL_POLL_REMOVE;
+	for (i = 0; i < m->nchanges; i++) {
+		c = &m->changes[i];
+		if (c->fd == fd) {
+			c->what = what;
+			if (what == CURL_POLL_REMOVE)
+				c->reset = 1;
+			return 0;
+		}
+	}
+	if (m->nchanges == m->changes_cap) {
+		size_t cap = m->changes_cap == 0 ? 8 : 2 * m->changes_cap;
+		SocketChange *grown = realloc(m->changes, cap * sizeof *grown);
+
+		if (grown == NULL)
+			return -1; /* curl gives the multi up; its next call says so */
+		m->changes = grown;
+		m->changes_cap = cap;
+	}
+	c = &m->changes[m->nchanges++];
+	c->fd = fd;
+	c->what = what;
+	c->reset = what == CURL_POLL_REMOVE;
+	return 0;
+}
+
+static int on_timer(CURLM *handle, long timeout_ms, void *userp)
+{
+	Multi *m = userp;
+
+	(void)handle;
+	m->timer_armed = timeout_ms >= 0;
+	if (m->timer_armed)
+		m->timer_due = monotonic_now() + (double)timeout_ms / 1000;
+	return 0;
+}
+
+static Multi *check_watching(lua_State *L)
+{
+	Multi *m = check_open(L);
+
+	if (!m->watching)
+		luaL_error(L, "this multi handle is not socket-driven: call m:watch() first");
+	return m;
+}
+
+/*
+ * curl_multi_socket_all is deprecated in favour of socket_action, yet it is
+ * the one call that reports the sockets of transfers already under way.
+ */
+static CURLMcode socket_all(CURLM *handle, int *running)
+{
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+#endif
+	return curl_multi_socket_all(handle, running);
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+}
+
+/*
+ * m:watch(): from now on curl's sockets and timer are reported for a host
+ * loop to watch. There is no way back; m:perform() and m:poll() still work
+ * but leave the reported list as it was.
+ */
+static int multi_watch(lua_State *L)
+{
+	Multi *m = check_open(L);
+	int running = 0;
+	CURLMcode rc;
+
+	if (m->watching)
+		return 0;
+	(void)curl_multi_setopt(m->handle, CURLMOPT_SOCKETFUNCTION, on_socket);
+	(void)curl_multi_setopt(m->handle, CURLMOPT_SOCKETDATA, (void *)m);
+	(void)curl_multi_setopt(m->handle, CURLMOPT_TIMERFUNCTION, on_timer);
+	(void)curl_multi_setopt(m->handle, CURLMOPT_TIMERDATA, (void *)m);
+	m->watching = 1;
+	if (m->count > 0) {
+		rc = socket_all(m->handle, &running);
+		if (rc != CURLM_OK)
+			return luaL_error(L, "curl_multi_socket_all failed: %s", curl_multi_strerror(rc));
+		reap(L, m);
+	}
+	return 0;
+}
+
+/* Sets t[k] = {fd, name of what} in the table on top of the stack. */
+static void push_change(lua_State *L, curl_socket_t fd, int what, int k)
+{
+	lua_createtable(L, 2, 0);
+	lua_pushinteger(L, (lua_Integer)fd);
+	lua_rawseti(L, -2, 1);
+	lua_pushstring(L, poll_name(what));
+	lua_rawseti(L, -2, 2);
+	lua_rawseti(L, -2, k);
+}
+
+/*
+ * m:socket_changes() --> {{fd, "in" | "out" | "inout" | "remove"}, ...}:
+ * how the watch of each socket changed since the last call, in order. After
+ * "remove" curl no longer needs the socket and may already have closed it.
+ */
+static int multi_socket_changes(lua_State *L)
+{
+	Multi *m = check_open(L);
+	size_t i;
+	int k = 0;
+
+	lua_createtable(L, (int)m->nchanges, 0);
+	/*
+	 * Nothing below reaches curl, so the list cannot change meanwhile; a
+	 * memory error leaves it whole for the next call.
+	 */
+	for (i = 0; i < m->nchanges; i++) {
+		const SocketChange *c = &m->changes[i];
+
+		if (c->reset)
+			push_change(L, c->fd, CURL_POLL_REMOVE, ++k);
+		if (c->what != CURL_POLL_REMOVE)
+			push_change(L, c->fd, c->what, ++k);
+	}
+	m->nchanges = 0;
+	return 1;
+}
+
+/* m:timer() --> seconds until curl wants m:socket_action() (0 when due), or nil. */
+static int multi_timer(lua_State *L)
+{
+	Multi *m = check_open(L);
+	double left;
+
+	if (!m->watching || !m->timer_armed)
+		return 0;
+	left = m->timer_due - monotonic_now();
+	lua_pushnumber(L, left > 0 ? (lua_Number)left : 0);
+	return 1;
+}
+
+/* "in", "out", "err" in any order and combination ("inout"); "" lets curl look. */
+static int parse_events(lua_State *L, int arg)
+{
+	const char *s = luaL_optstring(L, arg, "");
+	int mask = 0;
+
+	while (*s != '\0') {
+		if (strncmp(s, "in", 2) == 0) {
+			mask |= CURL_CSELECT_IN;
+			s += 2;
+		} else if (strncmp(s, "out", 3) == 0) {
+			mask |= CURL_CSELECT_OUT;
+			s += 3;
+		} else if (strncmp(s, "err", 3) == 0) {
+			mask |= CURL_CSELECT_ERR;
+			s += 3;
+		} else {
+			return luaL_argerror(L, arg, "events must be made of \"in\", \"out\" and \"err\"");
+		}
+	}
+	return mask;
+}
+
+/*
+ * m:socket_action(fd, events): the socket is ready; m:socket_action(): curl's
+ * timer is due. Either way, finished transfers go to m:done() as with
+ * m:perform(). Returns the number of transfers still running.
+ */
+static int multi_socket_action(lua_State *L)
+{
+	Multi *m = check_watching(L);
+	curl_socket_t fd = CURL_SOCKET_TIMEOUT;
+	int mask = 0, running = 0;
+	CURLMcode rc;
+
+	if (!lua_isnoneornil(L, 2)) {
+		lua_Integer n = luaL_checkinteger(L, 2);
+
+		luaL_argcheck(L, n >= 0 && n <= INT_MAX, 2, "not a file descriptor");
+		fd = (curl_socket_t)n;
+		mask = parse_events(L, 3);
+	} else {
+		/*
+		 * curl calls the timer back after a timeout action only when another
+		 * timeout is left, so the one just served is forgotten here.
+		 */
+		m->timer_armed = 0;
+	}
+	rc = curl_multi_socket_action(m->handle, fd, mask, &running);
+	if (rc != CURLM_OK)
+		return luaL_error(L, "curl_multi_socket_action failed: %s", curl_multi_strerror(rc));
+	reap(L, m);
+	lua_pushinteger(L, running);
+	return 1;
+}
+
 /* Transfers closed since they finished are left out: they have no result. */
 static int multi_done(lua_State *L)
 {
@@ -188,6 +463,11 @@ static int multi_close(lua_State *L)
 		transfer_abort(m->attached);
 	curl_multi_cleanup(m->handle);
 	m->handle = NULL;
+	/* after the cleanup: curl may still report sockets while it closes them */
+	free(m->changes);
+	m->changes = NULL;
+	m->nchanges = m->changes_cap = 0;
+	m->watching = m->timer_armed = 0;
 	return 0;
 }
 
@@ -211,6 +491,10 @@ void multi_open(lua_State *L, int mod, int encode)
 		{"wakeup", multi_wakeup},
 		{"timeout", multi_timeout},
 		{"done", multi_done},
+		{"watch", multi_watch},
+		{"socket_changes", multi_socket_changes},
+		{"timer", multi_timer},
+		{"socket_action", multi_socket_action},
 		{"close", multi_close},
 		{NULL, NULL}
 	};

@@ -60,6 +60,20 @@ function imgedit.spawn(fn, ...)
   return scheduler.spawn(fn, ...)
 end
 
+--- Starts `fn(...)` as a coroutine and returns its handle at once, without
+-- waiting for anything. Where the host has an event loop of its own, that
+-- loop runs it: in Neovim ("nvim"), the editor's loop serves every wait of
+-- `fn` while the editor goes on, and `fn` may call `vim.api` freely.
+-- Elsewhere ("blocking", "ngx") it is `spawn`: `fn` runs when something
+-- waits on the loop, at the next `join` or `run`.
+function imgedit.async(fn, ...)
+  if type(fn) ~= "function" then params.argerror(1, "async", "function", fn) end
+  local handle = scheduler.spawn(fn, ...)
+  local rt = runtime.current()
+  if rt.start then rt.start(handle.loop, scheduler.multi()) end
+  return handle
+end
+
 --- Runs the functions concurrently (at most `opts.concurrency` at a time)
 -- and returns `{ok = true, value = ...}` or `{ok = false, err = ...}` for
 -- each, in order. A function that returns `nil, err` counts as failed.

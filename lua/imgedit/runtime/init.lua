@@ -8,6 +8,9 @@
 --   context()          optional: a table private to the running context
 --                      (an nginx request) to keep that context's loop in
 --   detect()           optional: true when running inside that host
+--   start(loop, multi) optional: the host's own event loop turns `loop`
+--                      from now on (imgedit.async); without it, coroutines
+--                      run when something waits on the loop (join, run)
 -- `imgedit.runtime(name)` picks one; by default the first whose detect()
 -- is true at first use (ngx, then nvim), else "blocking".
 -- @module imgedit.runtime
@@ -15,7 +18,7 @@
 local runtime = {}
 
 --- The runtimes, in the order they are detected.
-runtime.NAMES = { "ngx", "blocking" }
+runtime.NAMES = { "ngx", "nvim", "blocking" }
 
 local active
 
