@@ -231,6 +231,11 @@ function imgedit.run(fn, ...) end
 ---@return imgedit.Handle
 function imgedit.spawn(fn, ...) end
 
+---Starts fn as a coroutine and returns at once; in Neovim the editor's loop runs it.
+---@param fn function
+---@return imgedit.Handle
+function imgedit.async(fn, ...) end
+
 ---@param fns function[]
 ---@param opts {concurrency: integer?}?
 ---@return imgedit.Outcome[]
