@@ -35,7 +35,7 @@ HDR        := $(wildcard src/*.h)
 # Debian packages the build and the specs need, installed only when missing.
 DEB_PACKAGES := $(sort $(foreach l,$(LUA) $(LUAS),$(call lua_pkg,$(l)) $(call lua_dev,$(l)))) \
                 libcurl4-openssl-dev pkg-config \
-                lua-cjson lua-socket lua-busted lua-check \
+                lua-cjson lua-socket lua-busted lua-check lua-argparse tmux \
                 openssl nginx libnginx-mod-http-lua neovim
 
 SHELL      := /bin/bash

@@ -23,6 +23,7 @@ description = {
 dependencies = {
   "lua >= 5.1, < 5.5",
   "lua-cjson >= 2.1",
+  "argparse >= 0.6", -- the imgedit command only (Debian: lua-argparse)
 }
 
 -- Only the library is looked up: Debian keeps curl/curl.h in a multiarch
@@ -64,9 +65,16 @@ build = {
     ["imgedit.mock.png"] = "lua/imgedit/mock/png.lua",
     ["imgedit.mock.cdn"] = "lua/imgedit/mock/cdn.lua",
     ["imgedit.mock.process"] = "lua/imgedit/mock/process.lua",
+    ["imgedit.cli"] = "lua/imgedit/cli/init.lua",
+    ["imgedit.cli.batch"] = "lua/imgedit/cli/batch.lua",
+    ["imgedit.cli.commands"] = "lua/imgedit/cli/commands.lua",
+    ["imgedit.cli.job"] = "lua/imgedit/cli/job.lua",
+    ["imgedit.cli.journal"] = "lua/imgedit/cli/journal.lua",
+    ["imgedit.cli.output"] = "lua/imgedit/cli/output.lua",
+    ["imgedit.cli.progress"] = "lua/imgedit/cli/progress.lua",
   },
   install = {
-    bin = { ["imgedit-mock"] = "bin/imgedit-mock" },
+    bin = { ["imgedit"] = "bin/imgedit", ["imgedit-mock"] = "bin/imgedit-mock" },
   },
 }
 
