@@ -1,9 +1,10 @@
 /*
  * Transfer: one HTTP request on a Multi. The userdata owns the CURL easy
- * handle, its header list, the response buffers and the output FILE*.
+ * handle, its header list, the response buffers (a Response, parsed and
+ * filled by response.c) and the output FILE*.
  *
  * libcurl callbacks (on_header, on_body) only touch C memory and the FILE*;
- * when they must stop a transfer they record why in t->stop and return a
+ * when they must stop a transfer they record why in t->resp.stop and return a
  * short count, and the Lua-visible result is built later, from t:result().
  */
 #include <errno.h>
@@ -15,10 +16,10 @@
 #include <string.h>
 
 #include "imgedit.h"
+#include "response.h"
 
 /* Fewer, larger writes when the body goes to disk. */
 #define OUTPUT_BUFFER_SIZE (512L * 1024L)
-#define BUFFER_MIN_CAPACITY 256
 /* curl_off_t is a signed 64-bit type on every platform libcurl supports. */
 #define OFF_T_LIMIT CURL_OFF_T_C(0x7FFFFFFFFFFFFFFF)
 
@@ -29,20 +30,6 @@ enum {
 	UV_RESULT     /* t:result(), built once */
 };
 
-/* Why a callback aborted the transfer; decides error.kind. */
-typedef enum {
-	STOP_NONE,
-	STOP_TOO_LARGE, /* body over max_response_bytes */
-	STOP_NO_MEMORY, /* body could not be buffered */
-	STOP_IO         /* output file could not be written */
-} StopReason;
-
-typedef struct Buffer {
-	char *data;
-	size_t len;
-	size_t cap;
-} Buffer;
-
 struct Transfer {
 	CURL *easy;                 /* NULL once closed */
 	Multi *multi;               /* set while attached to a Multi */
@@ -50,78 +37,23 @@ struct Transfer {
 	struct curl_slist *request_headers;
 	char *output;               /* where a 2xx body goes, or NULL */
 	FILE *file;
-	Buffer body;                /* in-memory body of the current response */
-	Buffer headers;             /* "name\0value\0"... of the current response */
-	curl_off_t max_bytes;       /* -1: no limit */
-	curl_off_t received;        /* body bytes of the current response */
-	int status;                 /* of the current response; 0 before any */
-	int nobody;                 /* HEAD: no body expected */
+	Response resp;              /* status, headers, body, limit, stop reason */
 	int decode_json;
 	int done;
 	int cancelled;
-	StopReason stop;
 	int io_errno;
 	CURLcode code;
 	char errbuf[CURL_ERROR_SIZE];
 };
 
-/* --- buffers ------------------------------------------------------------ */
-
-static int buffer_resize(Buffer *b, size_t cap)
-{
-	char *p = realloc(b->data, cap);
-
-	if (p == NULL)
-		return 0;
-	b->data = p;
-	b->cap = cap;
-	return 1;
-}
-
-static int buffer_append(Buffer *b, const char *s, size_t n)
-{
-	size_t need, cap;
-
-	if (n > b->cap - b->len) {
-		if (n > SIZE_MAX - b->len)
-			return 0;
-		need = b->len + n;
-		cap = b->cap < BUFFER_MIN_CAPACITY ? BUFFER_MIN_CAPACITY : b->cap;
-		while (cap < need)
-			cap = cap > SIZE_MAX / 2 ? need : cap * 2;
-		if (!buffer_resize(b, cap))
-			return 0;
-	}
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	return 1;
-}
-
-static void buffer_free(Buffer *b)
-{
-	free(b->data);
-	b->data = NULL;
-	b->len = b->cap = 0;
-}
-
 /* --- libcurl callbacks: C memory and FILE* only --------------------------- */
-
-static int is_2xx(int status)
-{
-	return status >= 200 && status < 300;
-}
-
-static int to_file(const Transfer *t)
-{
-	return t->output != NULL && is_2xx(t->status);
-}
 
 static int open_output(Transfer *t)
 {
 	t->file = fopen(t->output, "wb");
 	if (t->file != NULL)
 		return 1;
-	t->stop = STOP_IO;
+	t->resp.stop = STOP_IO;
 	t->io_errno = errno;
 	return 0;
 }
@@ -133,133 +65,40 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 
 	if (n == 0)
 		return 0;
-	/* Checked before buffering: an oversized body never reaches memory. */
-	if (t->max_bytes >= 0 && (curl_off_t)n > t->max_bytes - t->received) {
-		t->stop = STOP_TOO_LARGE;
-		return 0;
-	}
-	t->received += (curl_off_t)n;
-	if (to_file(t)) {
+	switch (response_body(&t->resp, data, n)) {
+	case RESPONSE_BODY_BUFFERED:
+		return n;
+	case RESPONSE_BODY_TO_FILE:
 		if (t->file == NULL && !open_output(t))
 			return 0;
 		if (fwrite(data, 1, n, t->file) != n) {
-			t->stop = STOP_IO;
+			t->resp.stop = STOP_IO;
 			t->io_errno = errno;
 			return 0;
 		}
 		return n;
-	}
-	if (!buffer_append(&t->body, data, n)) {
-		t->stop = STOP_NO_MEMORY;
+	default:
 		return 0;
 	}
-	return n;
-}
-
-static int parse_status(const char *line, size_t len)
-{
-	const char *sp = memchr(line, ' ', len);
-	size_t i, digits = 0;
-	int status = 0;
-
-	if (sp == NULL)
-		return 0;
-	for (i = (size_t)(sp - line) + 1; i < len && digits < 3; i++, digits++) {
-		if (line[i] < '0' || line[i] > '9')
-			return 0;
-		status = status * 10 + (line[i] - '0');
-	}
-	return digits == 3 ? status : 0;
-}
-
-/* A new status line (after a 1xx, or a proxy's reply) starts a new response. */
-static void new_response(Transfer *t, const char *line, size_t len)
-{
-	t->status = parse_status(line, len);
-	t->headers.len = 0;
-	t->body.len = 0;
-	t->received = 0;
-}
-
-/* End of a header block: reserve the announced body size at once. */
-static void presize_body(Transfer *t)
-{
-	curl_off_t length = -1;
-
-	if (t->nobody || t->status < 200 || t->received > 0 || to_file(t))
-		return;
-	if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK || length <= 0)
-		return;
-	if (t->max_bytes >= 0 && length > t->max_bytes)
-		length = t->max_bytes; /* curl fails it with CURLE_FILESIZE_EXCEEDED */
-	if ((uintmax_t)length <= SIZE_MAX && (size_t)length > t->body.cap)
-		(void)buffer_resize(&t->body, (size_t)length); /* a hint: growing later works too */
-}
-
-static void trim(const char **s, size_t *len)
-{
-	while (*len > 0 && (**s == ' ' || **s == '\t')) {
-		(*s)++;
-		(*len)--;
-	}
-	while (*len > 0 && ((*s)[*len - 1] == ' ' || (*s)[*len - 1] == '\t'))
-		(*len)--;
-}
-
-/* obs-fold: a line starting with white space continues the previous value. */
-static int continue_header(Buffer *h, const char *text, size_t len)
-{
-	trim(&text, &len);
-	if (h->len == 0 || len == 0)
-		return 1;
-	h->data[h->len - 1] = ' ';
-	return buffer_append(h, text, len) && buffer_append(h, "", 1);
-}
-
-static int add_header(Buffer *h, const char *line, size_t len)
-{
-	const char *colon = memchr(line, ':', len);
-	const char *name = line, *value;
-	size_t nlen, vlen, i;
-
-	/* Not a header; a NUL would also break the "name\0value\0" layout. */
-	if (colon == NULL || memchr(line, '\0', len) != NULL)
-		return 1;
-	nlen = (size_t)(colon - line);
-	value = colon + 1;
-	vlen = len - nlen - 1;
-	trim(&name, &nlen);
-	trim(&value, &vlen);
-	if (nlen == 0)
-		return 1;
-	if (!buffer_append(h, name, nlen))
-		return 0;
-	for (i = h->len - nlen; i < h->len; i++)
-		if (h->data[i] >= 'A' && h->data[i] <= 'Z')
-			h->data[i] = (char)(h->data[i] - 'A' + 'a');
-	return buffer_append(h, "", 1) && buffer_append(h, value, vlen) && buffer_append(h, "", 1);
 }
 
 static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
 {
 	Transfer *t = ud;
-	size_t n = size * nitems, len = n;
-	int ok = 1;
+	size_t n = size * nitems;
+	curl_off_t length = -1;
 
-	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
-		len--;
-	if (len > 5 && memcmp(line, "HTTP/", 5) == 0)
-		new_response(t, line, len);
-	else if (len == 0)
-		presize_body(t);
-	else if (line[0] == ' ' || line[0] == '\t')
-		ok = continue_header(&t->headers, line, len);
-	else
-		ok = add_header(&t->headers, line, len);
-	if (ok)
+	switch (response_header(&t->resp, line, n)) {
+	case RESPONSE_HEADER_OK:
 		return n;
-	t->stop = STOP_NO_MEMORY;
-	return 0;
+	case RESPONSE_HEADER_END:
+		if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK)
+			length = -1;
+		response_presize(&t->resp, length);
+		return n;
+	default:
+		return 0;
+	}
 }
 
 /* --- life cycle ----------------------------------------------------------- */
@@ -299,7 +138,7 @@ static void finish(Transfer *t, CURLcode code)
 	t->done = 1;
 	t->code = code;
 	/* A 2xx with an empty body still produces its (empty) file. */
-	if (code == CURLE_OK && to_file(t) && t->file == NULL)
+	if (code == CURLE_OK && response_to_file(&t->resp) && t->file == NULL)
 		(void)open_output(t);
 	if (t->file != NULL) {
 		int failed = ferror(t->file);
@@ -308,8 +147,8 @@ static void finish(Transfer *t, CURLcode code)
 			failed = 1;
 		t->file = NULL;
 		/* Data lost on the way to disk; a failed transfer keeps its own error. */
-		if (failed && code == CURLE_OK && t->stop == STOP_NONE) {
-			t->stop = STOP_IO;
+		if (failed && code == CURLE_OK && t->resp.stop == STOP_NONE) {
+			t->resp.stop = STOP_IO;
 			t->io_errno = errno;
 		}
 	}
@@ -347,8 +186,7 @@ static void release(Transfer *t)
 	t->request_headers = NULL;
 	free(t->output);
 	t->output = NULL;
-	buffer_free(&t->body);
-	buffer_free(&t->headers);
+	response_free(&t->resp);
 }
 
 static Transfer *check_transfer(lua_State *L)
@@ -571,7 +409,7 @@ static int configure(lua_State *L, Transfer *t, int encode)
 		if (strcmp(method, "POST") != 0)
 			SETOPT(CURLOPT_CUSTOMREQUEST, method);
 	} else if (strcmp(method, "HEAD") == 0) {
-		t->nobody = 1;
+		t->resp.nobody = 1;
 		SETOPT(CURLOPT_NOBODY, 1L);
 	} else if (strcmp(method, "POST") == 0) {
 		SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
@@ -597,16 +435,17 @@ static int configure(lua_State *L, Transfer *t, int encode)
 		return 0;
 	if (ms >= 0)
 		SETOPT(CURLOPT_LOW_SPEED_TIME, ms / 1000 + (ms % 1000 != 0));
-	if (!count_field(L, "max_response_bytes", &t->max_bytes))
+	if (!count_field(L, "max_response_bytes", &t->resp.max_bytes))
 		return 0;
 	/* For curl 0 means "no limit"; on_body enforces a limit of 0 itself. */
-	if (t->max_bytes > 0)
-		SETOPT(CURLOPT_MAXFILESIZE_LARGE, t->max_bytes);
+	if (t->resp.max_bytes > 0)
+		SETOPT(CURLOPT_MAXFILESIZE_LARGE, t->resp.max_bytes);
 
 	if (field(L, "output", LUA_TSTRING)) {
 		t->output = strdup(lua_tostring(L, -1));
 		if (t->output == NULL)
 			return refuse(L, "%s", "out of memory");
+		t->resp.has_output = 1;
 		lua_pop(L, 1);
 	}
 	if (!long_field(L, "buffer_size", &n))
@@ -691,7 +530,7 @@ Transfer *transfer_create(lua_State *L, Multi *m, int encode)
 	lua_settop(L, 2);
 	t = lua_newuserdata(L, sizeof *t);
 	memset(t, 0, sizeof *t);
-	t->max_bytes = -1;
+	response_init(&t->resp);
 	compat_setmetatable(L, TRANSFER_MT);
 	lua_createtable(L, 3, 0);
 	lua_pushvalue(L, 1);
@@ -741,28 +580,6 @@ static void set_boolean(lua_State *L, const char *name, int value)
 	lua_setfield(L, -2, name);
 }
 
-static void push_headers(lua_State *L, const Buffer *h)
-{
-	const char *p = h->data, *end = h->data + h->len, *name, *value;
-
-	lua_newtable(L);
-	while (p < end) {
-		name = p;
-		value = name + strlen(name) + 1;
-		p = value + strlen(value) + 1;
-		lua_getfield(L, -1, name);
-		if (lua_isnil(L, -1)) {
-			lua_pop(L, 1);
-			lua_pushstring(L, value);
-		} else {
-			lua_pushliteral(L, ", ");
-			lua_pushstring(L, value);
-			lua_concat(L, 3);
-		}
-		lua_setfield(L, -2, name);
-	}
-}
-
 /* Nothing can have reached the server after these: DNS, TCP or TLS set-up failed. */
 static int before_request(CURLcode code)
 {
@@ -798,16 +615,16 @@ static void push_error(lua_State *L, Transfer *t)
 	if (t->cancelled) {
 		set_string(L, "kind", "cancelled");
 		set_string(L, "message", "the transfer was cancelled before it finished");
-	} else if (t->stop == STOP_TOO_LARGE || t->code == CURLE_FILESIZE_EXCEEDED) {
+	} else if (t->resp.stop == STOP_TOO_LARGE || t->code == CURLE_FILESIZE_EXCEEDED) {
 		set_string(L, "kind", "too_large");
 		snprintf(message, sizeof message,
 				"the response body is larger than max_response_bytes (%" CURL_FORMAT_CURL_OFF_T " bytes)",
-				t->max_bytes);
+				t->resp.max_bytes);
 		set_string(L, "message", message);
-	} else if (t->stop == STOP_NO_MEMORY) {
+	} else if (t->resp.stop == STOP_NO_MEMORY) {
 		set_string(L, "kind", "too_large");
 		set_string(L, "message", "out of memory while receiving the response");
-	} else if (t->stop == STOP_IO) {
+	} else if (t->resp.stop == STOP_IO) {
 		set_string(L, "kind", "io");
 		lua_pushfstring(L, "cannot write %s: %s", t->output, strerror(t->io_errno));
 		lua_setfield(L, -2, "message");
@@ -850,42 +667,21 @@ static void push_timing(lua_State *L, CURL *easy)
 	}
 }
 
-/* cjson.safe.decode returns nil, message on bad input; pcall guards the rest. */
-static void decode_body(lua_State *L, int decode)
-{
-	lua_pushvalue(L, decode);
-	lua_getfield(L, -2, "body");
-	if (lua_pcall(L, 1, 2, 0) != 0) {
-		lua_setfield(L, -2, "decode_error");
-		return;
-	}
-	if (lua_isnil(L, -2)) {
-		lua_setfield(L, -3, "decode_error");
-		lua_pop(L, 1);
-	} else {
-		lua_pop(L, 1);
-		lua_setfield(L, -2, "json");
-	}
-}
-
 static void push_result(lua_State *L, Transfer *t, int decode)
 {
-	int failed = t->cancelled || t->code != CURLE_OK || t->stop != STOP_NONE;
+	int failed = t->cancelled || t->code != CURLE_OK || t->resp.stop != STOP_NONE;
 
 	lua_createtable(L, 0, 12);
-	if (t->status > 0)
-		set_integer(L, "status", t->status);
-	push_headers(L, &t->headers);
+	if (t->resp.status > 0)
+		set_integer(L, "status", t->resp.status);
+	response_push_headers(L, &t->resp);
 	lua_setfield(L, -2, "headers");
-	set_integer(L, "bytes", (lua_Integer)t->received);
+	set_integer(L, "bytes", (lua_Integer)t->resp.received);
 	push_timing(L, t->easy);
 	if (failed) {
 		push_error(L, t);
-	} else if (!to_file(t)) {
-		lua_pushlstring(L, t->body.data != NULL ? t->body.data : "", t->body.len);
-		lua_setfield(L, -2, "body");
-		if (t->decode_json)
-			decode_body(L, decode);
+	} else if (!response_to_file(&t->resp)) {
+		response_push_body(L, &t->resp, t->decode_json, decode);
 	}
 }
 
@@ -914,8 +710,7 @@ static int transfer_result(lua_State *L)
 	lua_pushvalue(L, -1);
 	lua_rawseti(L, -3, UV_RESULT);
 	/* The Lua strings now hold the response; drop the C copies early. */
-	buffer_free(&t->body);
-	buffer_free(&t->headers);
+	response_free(&t->resp);
 	return 1;
 }
 
