@@ -113,3 +113,106 @@ doc:
 
 clean:
 	rm -rf build luacov.*.out
+
+# --- memory safety -------------------------------------------------------------
+#
+#   make check-asan       every spec against the core built with AddressSanitizer,
+#                         UndefinedBehaviorSanitizer and LeakSanitizer
+#   make check-valgrind   every spec under valgrind memcheck, the normal build
+#   make fuzz             the libFuzzer harnesses in fuzz/, FUZZ_SECONDS each
+#                         (FUZZ_TARGETS to pick some); not in `make test` nor CI
+#
+# The sanitizer builds use clang: its UBSan also flags arithmetic on NULL
+# pointers, which GCC's does not. Debian's lua5.4 is not instrumented, so the
+# ASan runtime is preloaded into it; the processes the specs start inherit
+# that (a child lua5.4 that loads the core needs it), except the emulator,
+# which never loads the core and runs without it. Each sanitizer report goes
+# to a file in $(SAN_LOGS) (named after the program) and fails the target.
+
+SAN_CC       := clang
+SAN_PACKAGES := clang libclang-rt-dev
+SAN_FLAGS    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+ASAN_BUILD   := build/asan-$(LUA)
+SAN_LOGS     := $(CURDIR)/$(ASAN_BUILD)/reports
+# Looked up by the shell when the line runs: make expands a whole recipe
+# before its first line has installed clang.
+SAN_RUNTIME   = $$($(SAN_CC) -print-file-name=libclang_rt.asan-$$(uname -m).so)
+SAN_ENV       = LD_PRELOAD=$(SAN_RUNTIME) \
+  ASAN_OPTIONS=detect_leaks=1:detect_stack_use_after_return=1:check_initialization_order=1:log_path=$(SAN_LOGS)/report:log_exe_name=1 \
+  LSAN_OPTIONS=suppressions=$(CURDIR)/.ci/lsan.supp:print_suppressions=0 \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(SAN_LOGS)/report:log_exe_name=1 \
+  LUA_CPATH='$(CURDIR)/$(ASAN_BUILD)/?.so;;' IMGEDIT_MOCK_LUA='env -u LD_PRELOAD $(LUA)'
+
+SAN_BUILD_LOADED = local p = package.searchpath("imgedit.core", package.cpath); \
+  assert(p and p:find("/$(ASAN_BUILD)/", 1, true), "not the sanitizer build: " .. tostring(p))
+
+# $(call busted_summary,LABEL,LOG): the "N passed, N failed, N skipped" line of a run.
+busted_summary = sed 's/\x1b\[[0-9;]*m//g' $(2) | awk '/successes? \/ [0-9]+ failures? \/ [0-9]+ errors? \/ [0-9]+ pending/ \
+  { printf "$(1): %d passed, %d failed, %d skipped\n", $$1, $$4 + $$7, $$10 }'
+
+check-asan: deps
+	@sh .ci/deps.sh $(SAN_PACKAGES)
+	@$(MAKE) --no-print-directory all BUILD=$(ASAN_BUILD) CC=$(SAN_CC) OPT="-O1 -g" \
+	  EXTRA_CFLAGS="$(SAN_FLAGS) -shared-libasan"
+	@rm -rf $(SAN_LOGS) && mkdir -p $(SAN_LOGS)
+	@test -f "$(SAN_RUNTIME)" || { echo "check-asan: no ASan runtime for $(SAN_CC)"; exit 1; }
+	@env $(SAN_ENV) $(LUA) -e '$(SAN_BUILD_LOADED)'
+	set -o pipefail; env $(SAN_ENV) $(LUA) /usr/bin/busted $(BUSTED_ARGS) | tee $(ASAN_BUILD)/busted.log; \
+	  status=$$?; \
+	  if [ -n "$$(ls -A $(SAN_LOGS))" ]; then \
+	    cat $(SAN_LOGS)/*; echo "check-asan: sanitizer reports above (in $(SAN_LOGS))"; status=1; \
+	  else echo "check-asan: no ASan, UBSan or LeakSanitizer report"; fi; \
+	  $(call busted_summary,check-asan,$(ASAN_BUILD)/busted.log); exit $$status
+
+# Only the busted process runs under memcheck (no --trace-children): the
+# emulator and any other child run natively. Leaks other than "definitely
+# lost" are reported in the log but fail nothing.
+VALGRIND_LOG := $(CURDIR)/$(BUILD)/valgrind.log
+VALGRIND     := valgrind --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite \
+                --show-leak-kinds=definite --keep-debuginfo=yes --trace-children=no --num-callers=40 --log-file=$(VALGRIND_LOG)
+check-valgrind: deps
+	@sh .ci/deps.sh valgrind
+	@$(MAKE) --no-print-directory all
+	@mkdir -p $(BUILD)
+	set -o pipefail; $(VALGRIND) $(LUA) /usr/bin/busted $(BUSTED_ARGS) | tee $(BUILD)/busted-valgrind.log; \
+	  status=$$?; \
+	  if grep -q "ERROR SUMMARY: 0 errors" $(VALGRIND_LOG); then \
+	    grep -h -e "definitely lost:" -e "no leaks are possible" -e "ERROR SUMMARY" $(VALGRIND_LOG); \
+	  else cat $(VALGRIND_LOG); echo "check-valgrind: memcheck errors above"; status=1; fi; \
+	  $(call busted_summary,check-valgrind,$(BUILD)/busted-valgrind.log); exit $$status
+
+FUZZ_BUILD   := build/fuzz
+FUZZ_TARGETS ?= base64 response json
+FUZZ_SECONDS ?= 60
+FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+                -fno-omit-frame-pointer -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -Werror
+FUZZ_BINS     = $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/%)
+# fuzz/response.c fails realloc calls on demand.
+FUZZ_LDFLAGS_response := -Wl,--wrap=realloc
+
+# The core's sources are compiled into each harness, instrumented for coverage.
+$(FUZZ_BUILD)/%: fuzz/%.c fuzz/fuzz_lua.h $(SRC) $(HDR)
+	@mkdir -p $(dir $@)
+	$(SAN_CC) $(FUZZ_FLAGS) -Isrc $(shell pkg-config --cflags lua5.4 libcurl) -o $@ $< $(SRC) \
+	  $(shell pkg-config --libs lua5.4 libcurl) -lm $(FUZZ_LDFLAGS_$*)
+
+# Each harness runs on its own corpus in build/fuzz/corpus (grown from the
+# seeds in fuzz/corpus); a finding stops it, is saved in build/fuzz/artifacts
+# and fails the target after the others ran.
+fuzz: deps
+	@sh .ci/deps.sh $(SAN_PACKAGES) liblua5.4-dev
+	@$(MAKE) --no-print-directory $(FUZZ_BINS)
+	@mkdir -p $(FUZZ_BUILD)/artifacts; failed=""; \
+	for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_BUILD)/corpus/$$t; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s (log: $(FUZZ_BUILD)/$$t.log)"; \
+	  $(FUZZ_BUILD)/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+	    -dict=fuzz/$$t.dict -artifact_prefix=$(FUZZ_BUILD)/artifacts/$$t- $(FUZZ_ARGS) \
+	    $(FUZZ_BUILD)/corpus/$$t fuzz/corpus/$$t >$(FUZZ_BUILD)/$$t.log 2>&1 \
+	    || { failed="$$failed $$t"; tail -n 40 $(FUZZ_BUILD)/$$t.log; }; \
+	  grep -E -e '^#[0-9]+[[:space:]]+DONE' -e '^stat::number_of_executed_units' $(FUZZ_BUILD)/$$t.log; \
+	done; \
+	if [ -n "$$failed" ]; then echo "fuzz: findings in$$failed (inputs in $(FUZZ_BUILD)/artifacts)"; exit 1; fi; \
+	echo "fuzz: no finding"
+
+.PHONY: check-asan check-valgrind fuzz

@@ -1,0 +1,255 @@
+/*
+ * The response side of a transfer (src/response.c) without a network: the
+ * header lines, end-of-header events and body chunks that transfer.c's
+ * libcurl callbacks hand over, then the result table t:result() builds.
+ *
+ * Input: lines ('\n'-separated), each an operation named by its first byte:
+ *   H<text>  a header line as curl passes it: <text> and its '\n' (so a
+ *            status line "HTTP/1.1 200 OK\r", a field "Name: v\r", a fold
+ *            " more\r", anything)
+ *   E<n>     the blank line ending a header block; Content-Length n
+ *            (decimal, may be huge or negative; empty: none)
+ *   B<text>  a body chunk: <text> (a line without its '\n')
+ *   M<n>     max_response_bytes = n (decimal; empty: no limit), at the start
+ *   O / N    an output file is set / a HEAD request (no body), at the start
+ *   R        build the result: headers and body pushed to Lua, checked
+ *   F<n>     the n-th realloc from now on fails (0: the next one; empty:
+ *            none), to reach the out-of-memory paths
+ * Once a callback refuses data, libcurl stops the transfer: so does this.
+ *
+ * A model tracks what the body and the byte count must be, and the header
+ * buffer's "name\0value\0" layout is checked after every operation.
+ */
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "fuzz_lua.h"
+#include "response.h"
+
+static lua_State *L;
+enum { TOP = 1 };
+
+/*
+ * This harness is linked with -Wl,--wrap=realloc: every realloc call in
+ * src/ (and here) comes to __wrap_realloc. Lua's own allocations, made in
+ * liblua, do not.
+ */
+void *__real_realloc(void *p, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+static long fail_countdown = -1; /* realloc calls until one fails; -1: none */
+
+void *__wrap_realloc(void *p, size_t n)
+{
+	if (fail_countdown >= 0 && fail_countdown-- == 0)
+		return NULL;
+	return __real_realloc(p, n);
+}
+
+int LLVMFuzzerInitialize(int *argc, char ***argv);
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+int LLVMFuzzerInitialize(int *argc, char ***argv)
+{
+	(void)argc;
+	(void)argv;
+	L = fuzz_lua_open();
+	FUZZ_CHECK(lua_gettop(L) == TOP);
+	return 0;
+}
+
+/* Saturating decimal; "" or no digits: -1. */
+static curl_off_t number(const char *s, size_t len)
+{
+	curl_off_t n = 0, limit = CURL_OFF_T_C(0x7FFFFFFFFFFFFFFF);
+	size_t i = 0;
+	int negative = 0, any = 0;
+
+	if (i < len && s[i] == '-') {
+		negative = 1;
+		i++;
+	}
+	for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+		any = 1;
+		n = n > (limit - (s[i] - '0')) / 10 ? limit : n * 10 + (s[i] - '0');
+	}
+	if (!any)
+		return -1;
+	return negative ? -n : n;
+}
+
+/* "name\0value\0"...: an even number of NULs, the last byte one, names in lower case. */
+static void check_headers(const Buffer *h)
+{
+	size_t i, nuls = 0, start = 0;
+
+	FUZZ_CHECK(h->len <= h->cap);
+	if (h->len == 0)
+		return;
+	FUZZ_CHECK(h->data[h->len - 1] == '\0');
+	for (i = 0; i < h->len; i++) {
+		if (h->data[i] != '\0')
+			continue;
+		if (nuls % 2 == 0) {
+			FUZZ_CHECK(i > start); /* a name is never empty */
+			while (start < i) {
+				FUZZ_CHECK(h->data[start] < 'A' || h->data[start] > 'Z');
+				start++;
+			}
+		}
+		start = i + 1;
+		nuls++;
+	}
+	FUZZ_CHECK(nuls % 2 == 0);
+}
+
+static int is_status_line(const char *line, size_t len)
+{
+	while (len > 0 && (line[len - 1] == '\r' || line[len - 1] == '\n'))
+		len--;
+	return len > 5 && memcmp(line, "HTTP/", 5) == 0;
+}
+
+typedef struct Model {
+	unsigned char *body; /* what r.body must hold */
+	size_t len, cap;
+	curl_off_t received;
+} Model;
+
+static void model_add(Model *m, const char *s, size_t n)
+{
+	if (m->len + n > m->cap) {
+		m->cap = (m->len + n) * 2;
+		m->body = __real_realloc(m->body, m->cap);
+		FUZZ_CHECK(m->body != NULL);
+	}
+	memcpy(m->body + m->len, s, n);
+	m->len += n;
+}
+
+static void check_state(const Response *r, const Model *m)
+{
+	check_headers(&r->headers);
+	FUZZ_CHECK(r->body.len <= r->body.cap);
+	FUZZ_CHECK(r->received == m->received);
+	FUZZ_CHECK(r->max_bytes < 0 || r->received <= r->max_bytes);
+	FUZZ_CHECK(r->body.len == m->len);
+	FUZZ_CHECK(m->len == 0 || memcmp(r->body.data, m->body, m->len) == 0);
+}
+
+/* What t:result() does with the response: every header a string pair. */
+static void check_result(const Response *r)
+{
+	size_t len;
+
+	lua_createtable(L, 0, 4);
+	response_push_headers(L, r);
+	lua_pushnil(L);
+	while (lua_next(L, -2) != 0) {
+		FUZZ_CHECK(lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING);
+		FUZZ_CHECK(strlen(lua_tostring(L, -2)) > 0);
+		lua_pop(L, 1);
+	}
+	lua_setfield(L, -2, "headers");
+	if (!response_to_file(r)) {
+		response_push_body(L, r, 0, 0);
+		lua_getfield(L, -1, "body");
+		FUZZ_CHECK(lua_tolstring(L, -1, &len) != NULL && len == r->body.len);
+		lua_pop(L, 1);
+	}
+	lua_settop(L, TOP);
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	const char *p = (const char *)data, *end = p + size;
+	Response r;
+	Model m = {NULL, 0, 0, 0};
+	int started = 0, stopped = 0;
+
+	fail_countdown = -1;
+	response_init(&r);
+	while (p < end && !stopped) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		const char *line_end = nl != NULL ? nl + 1 : end; /* '\n' included */
+		const char *arg = p + 1;
+		size_t arg_len = (size_t)((nl != NULL ? nl : end) - arg);
+
+		switch (*p) {
+		case 'M':
+			if (!started)
+				r.max_bytes = number(arg, arg_len);
+			break;
+		case 'O':
+			if (!started)
+				r.has_output = 1;
+			break;
+		case 'N':
+			if (!started)
+				r.nobody = 1;
+			break;
+		case 'H':
+			started = 1;
+			switch (response_header(&r, arg, (size_t)(line_end - arg))) {
+			case RESPONSE_HEADER_END: /* a line of nothing but CR/LF */
+				response_presize(&r, -1);
+				break;
+			case RESPONSE_HEADER_FAILED:
+				FUZZ_CHECK(r.stop == STOP_NO_MEMORY);
+				stopped = 1;
+				break;
+			default:
+				break;
+			}
+			if (is_status_line(arg, arg_len)) {
+				m.len = 0; /* a status line starts a new response */
+				m.received = 0;
+			}
+			break;
+		case 'E':
+			started = 1;
+			FUZZ_CHECK(response_header(&r, "\r\n", 2) == RESPONSE_HEADER_END);
+			response_presize(&r, number(arg, arg_len));
+			break;
+		case 'B':
+			started = 1;
+			if (arg_len == 0)
+				break; /* curl never passes an empty chunk */
+			switch (response_body(&r, arg, arg_len)) {
+			case RESPONSE_BODY_BUFFERED:
+				FUZZ_CHECK(!response_to_file(&r));
+				model_add(&m, arg, arg_len);
+				m.received += (curl_off_t)arg_len;
+				break;
+			case RESPONSE_BODY_TO_FILE:
+				FUZZ_CHECK(response_to_file(&r));
+				m.received += (curl_off_t)arg_len;
+				break;
+			default:
+				FUZZ_CHECK(r.stop == STOP_TOO_LARGE || r.stop == STOP_NO_MEMORY);
+				if (r.stop == STOP_TOO_LARGE)
+					FUZZ_CHECK(r.max_bytes >= 0 && m.received + (curl_off_t)arg_len > r.max_bytes);
+				else
+					m.received += (curl_off_t)arg_len; /* received, not kept */
+				stopped = 1;
+				break;
+			}
+			break;
+		case 'R':
+			check_result(&r);
+			break;
+		case 'F':
+			fail_countdown = (long)(number(arg, arg_len) > 1000 ? 1000 : number(arg, arg_len));
+			break;
+		default:
+			break;
+		}
+		check_state(&r, &m);
+		p = line_end;
+	}
+	fail_countdown = -1;
+	check_result(&r);
+	response_free(&r);
+	free(m.body);
+	return 0;
+}
