@@ -68,7 +68,7 @@ test: deps
 test-one:
 	@mkdir -p $(BUILD)
 	@rm -f $(BUILD)/summary
-	set -o pipefail; $(LUA) /usr/bin/busted $(BUSTED_ARGS) | tee $(BUILD)/busted.log; status=$$?; \
+	@set -o pipefail; $(LUA) /usr/bin/busted $(BUSTED_ARGS) | tee $(BUILD)/busted.log; status=$$?; \
 	  sed 's/\x1b\[[0-9;]*m//g' $(BUILD)/busted.log | awk '/successes? \/ [0-9]+ failures? \/ [0-9]+ errors? \/ [0-9]+ pending/ \
 	    { printf "$(LUA): %d passed, %d failed, %d skipped\n", $$1, $$4 + $$7, $$10 }' | tee $(BUILD)/summary; \
 	  [ -s $(BUILD)/summary ] || echo "$(LUA): 0 passed, 1 failed, 0 skipped" > $(BUILD)/summary; exit $$status
