@@ -197,20 +197,19 @@ local function run(client, model, input)
                   timeout = timeout })
 end
 
-function foxapi.operations.edit(client, input)
-  return run(client, input.model or "phota-image-edit", input)
-end
+--- The operations that submit and wait, and the model each uses unless
+-- the caller names another.
+local WAITING_OPERATIONS = {
+  edit = "phota-image-edit",
+  generate = "phota-image",
+  enhance = "phota-image-enhance",
+  create_profile = "phota-create-profile",
+}
 
-function foxapi.operations.generate(client, input)
-  return run(client, input.model or "phota-image", input)
-end
-
-function foxapi.operations.enhance(client, input)
-  return run(client, input.model or "phota-image-enhance", input)
-end
-
-function foxapi.operations.create_profile(client, input)
-  return run(client, input.model or "phota-create-profile", input)
+for operation, model in pairs(WAITING_OPERATIONS) do
+  foxapi.operations[operation] = function(client, input)
+    return run(client, input.model or model, input)
+  end
 end
 
 --- Submits only; returns a Task (billed once).
