@@ -246,19 +246,8 @@ function batch.run(opts)
     fns[n] = function() return run_one(j) end
   end
 
-  local results = imgedit.run(function()
-    local finished = false
-    if display.mode == "tty" then
-      imgedit.spawn(function()
-        while not finished do
-          display:tick()
-          imgedit.sleep(0.2)
-        end
-      end)
-    end
-    local gathered = imgedit.gather(fns, { concurrency = opts.concurrency })
-    finished = true
-    return gathered
+  local results = progress.run(display, function()
+    return imgedit.gather(fns, { concurrency = opts.concurrency })
   end)
   display:close()
   book:close()

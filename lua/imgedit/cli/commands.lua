@@ -60,25 +60,6 @@ local function spec_of(args, op)
   return spec
 end
 
---- Runs `fn` in the scheduler, with a ticker that keeps the live display
--- moving on a terminal. Returns fn's results.
-function commands.in_loop(display, fn)
-  return imgedit.run(function()
-    local finished = false
-    if display.mode == "tty" then
-      imgedit.spawn(function()
-        while not finished do
-          display:tick()
-          imgedit.sleep(0.2)
-        end
-      end)
-    end
-    local a, b = fn()
-    finished = true
-    return a, b
-  end)
-end
-
 --- What to tell about an error after which the task goes on on the server.
 local function resume_hint(err, dir)
   if type(err) == "table" and err.task_id and STILL_RUNNING[err.kind] then
@@ -120,7 +101,7 @@ local function run_job(args, ctx, j)
   display:add(j.key)
   local submitted
   ctx.on_submitted = function(_, task) submitted = task.id end
-  local ok, result, err = pcall(commands.in_loop, display, function() return job.run(j, ctx) end)
+  local ok, result, err = pcall(progress.run, display, function() return job.run(j, ctx) end)
   if not ok then
     display:close()
     if submitted and tostring(result):find("interrupted", 1, true) then

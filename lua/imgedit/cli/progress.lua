@@ -15,6 +15,7 @@
 -- @module imgedit.cli.progress
 
 local core = require("imgedit.core")
+local imgedit = require("imgedit")
 
 local progress = {}
 
@@ -335,6 +336,25 @@ end
 --- Elapsed seconds since the display was made.
 function Display:elapsed()
   return self.now() - self.started
+end
+
+--- Runs `fn` in the scheduler, with a ticker that keeps the live display
+-- moving on a terminal between task updates. Returns fn's first two results.
+function progress.run(display, fn)
+  return imgedit.run(function()
+    local finished = false
+    if display.mode == "tty" then
+      imgedit.spawn(function()
+        while not finished do
+          display:tick()
+          imgedit.sleep(0.2)
+        end
+      end)
+    end
+    local a, b = fn()
+    finished = true
+    return a, b
+  end)
 end
 
 return progress
