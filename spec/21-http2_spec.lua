@@ -28,33 +28,14 @@ local function peak_in_flight(list)
   return peak
 end
 
-local function distinct_connections(list)
-  local seen, n = {}, 0
-  for _, r in ipairs(list) do
-    if not seen[r.connection] then
-      seen[r.connection] = true
-      n = n + 1
-    end
-  end
-  return n
-end
+local distinct_connections = tls.distinct_connections
 
 describe("HTTP/2", function()
   local m, front
 
-  setup(function()
-    m = helpers.start_mock()
-    front = tls.start(m.api)
-  end)
-  teardown(function()
-    if front then front:stop() end
-    m:stop()
-  end)
-  before_each(function()
-    m:reset()
-    m:config({ task_delay = 0.3 })
-    front:reset()
-  end)
+  setup(function() m, front = tls.start_with_mock() end)
+  teardown(function() tls.stop_with_mock(m, front) end)
+  before_each(function() tls.reset_with_mock(m, front, { task_delay = 0.3 }) end)
 
   local function fox(opts)
     local o = { base_url = front.url .. "/foxapi", ca_file = front.ca_file }

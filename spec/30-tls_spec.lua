@@ -9,9 +9,7 @@ local SUBMIT = "/foxapi/v1/images/generations"
 local FOX_EDIT = { prompt = "p", images = { "https://example.com/portrait.jpg" } }
 local GATEWAY = "http://api.gateway.invalid"
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local quote = helpers.shell_quote
 
 --- Runs Lua code in a child interpreter (same version, same module paths)
 -- with extra environment variables; returns what it printed.
@@ -29,19 +27,9 @@ end
 describe("TLS verification", function()
   local m, front
 
-  setup(function()
-    m = helpers.start_mock()
-    front = tls.start(m.api)
-  end)
-  teardown(function()
-    if front then front:stop() end
-    m:stop()
-  end)
-  before_each(function()
-    m:reset()
-    m:config({ task_delay = 0.1 })
-    front:reset()
-  end)
+  setup(function() m, front = tls.start_with_mock() end)
+  teardown(function() tls.stop_with_mock(m, front) end)
+  before_each(function() tls.reset_with_mock(m, front, { task_delay = 0.1 }) end)
 
   local function fox(opts)
     local o = { base_url = front.url .. "/foxapi" }

@@ -10,12 +10,7 @@ local SEED_URL = "https://example.com/portrait.jpg"
 local FOX_EDIT = { prompt = "p", images = { SEED_URL } }
 
 --- A loopback port with nothing listening on it.
-local function closed_port()
-  local probe = assert(require("socket").bind("127.0.0.1", 0))
-  local _, port = probe:getsockname()
-  probe:close()
-  return port
-end
+local closed_port = helpers.free_port
 
 describe("faults", function()
   local m, dir

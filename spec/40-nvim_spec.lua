@@ -20,16 +20,7 @@ local KILL_SECONDS = 45
 -- built for it) and the module paths of the interpreter running the specs.
 local CLEAN_ENV = "env -u LD_PRELOAD -u LUA_PATH -u LUA_CPATH"
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function checkout()
-  local p = assert(io.popen("pwd -P"))
-  local dir = p:read("*l")
-  p:close()
-  return dir
-end
+local quote = helpers.shell_quote
 
 -- Runs before the body of every script, in Neovim: module paths, the report
 -- and its writer, a watchdog, and the measuring tools.
@@ -105,7 +96,7 @@ describe("Neovim", function()
   local m, root, dir
 
   setup(function()
-    root = checkout()
+    root = helpers.ROOT
     -- the core for Neovim's LuaJIT (`make test` has built it already; this
     -- is a no-op then, and keeps a direct `busted` run from using a stale one)
     local make = CLEAN_ENV .. " -u MAKEFLAGS -u MFLAGS -u MAKELEVEL make --no-print-directory -s"

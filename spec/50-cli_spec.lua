@@ -9,9 +9,7 @@ local URL = "https://example.com/portrait.jpg"
 local RUN_TIMEOUT = 60 -- seconds: no run of the command may take longer
 local unpack = table.unpack or unpack
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local quote = helpers.shell_quote
 
 --- The shell words that run `imgedit args...` against emulator `m`, with the
 -- emulator's URLs and key in the environment (`extra`: more variables;
@@ -54,11 +52,7 @@ local function lines(text)
   return list
 end
 
-local function exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
+local exists = helpers.exists
 
 local function is_png(path)
   local data = helpers.read(path)
@@ -85,10 +79,8 @@ end
 --- A process is alive until it is gone or a zombie (nobody may reap it in
 -- a container whose init does not).
 local function alive(pid)
-  local f = io.open("/proc/" .. pid .. "/stat", "r")
-  if not f then return false end
-  local stat = f:read("*a") or ""
-  f:close()
+  local stat = helpers.read("/proc/" .. pid .. "/stat")
+  if not stat then return false end
   local state = stat:match("^%d+ %b() (%a)")
   return state ~= nil and state ~= "Z" and state ~= "X"
 end

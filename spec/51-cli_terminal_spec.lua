@@ -6,20 +6,11 @@ local helpers = require("spec.helpers")
 
 local URL = "https://example.com/portrait.jpg"
 
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+local quote = helpers.shell_quote
 
 local function succeeded(a, _, c)
   if type(a) == "number" then return a == 0 end
   return a == true and (c == nil or c == 0)
-end
-
-local function checkout()
-  local p = assert(io.popen("pwd -P"))
-  local dir = p:read("*l")
-  p:close()
-  return dir
 end
 
 --- A private tmux server (its own socket), so that no user session is touched
@@ -65,7 +56,7 @@ end
 -- then the exit status, then a pause that keeps the pane (and its screen).
 local function pane_command(m, args)
   local words = {
-    "cd", quote(checkout()), "&&", "env",
+    "cd", quote(helpers.ROOT), "&&", "env",
     "FOXAPI_API_KEY=" .. helpers.KEY, "FOXAPI_BASE_URL=" .. quote(m.foxapi),
     "POWERTOKENS_API_KEY=" .. helpers.KEY, "POWERTOKENS_BASE_URL=" .. quote(m.powertokens),
     "LUA_PATH=" .. quote(package.path), "LUA_CPATH=" .. quote(package.cpath),

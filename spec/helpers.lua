@@ -42,16 +42,58 @@ function helpers.api_requests(m, path)
   return m:requests({ listener = "api", path = path })
 end
 
+--- s as one word for sh (in single quotes).
+function helpers.shell_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+
+--- Runs a shell command; returns what it printed (stdout and stderr).
+-- Raises with that output when the command fails (under every interpreter:
+-- Lua 5.1's close() of a pipe does not tell the exit status).
+function helpers.run(cmd)
+  local p = assert(io.popen("(" .. cmd .. ") 2>&1; echo \"exit=$?\"", "r"))
+  local text = p:read("*a")
+  p:close()
+  local out, status = text:match("^(.*)exit=(%d+)\n$")
+  if status ~= "0" then
+    error(("command failed (exit %s): %s\n%s"):format(tostring(status), cmd, out or text), 2)
+  end
+  return out
+end
+
+--- The checkout spec/ is in, as an absolute path.
+helpers.ROOT = (function()
+  local dir = debug.getinfo(1, "S").source:match("^@(.-)spec/helpers%.lua$") or ""
+  if dir:sub(1, 1) ~= "/" then dir = helpers.run("pwd"):match("^(.-)%s*$") .. "/" .. dir end
+  return (dir:gsub("/%./", "/"):gsub("/$", ""))
+end)()
+
+--- A loopback port with nothing listening on it: the kernel's pick for
+-- port 0, bound, then closed.
+function helpers.free_port()
+  local s = assert(require("socket").bind("127.0.0.1", 0))
+  local _, port = s:getsockname()
+  s:close()
+  return tonumber(port)
+end
+
 --- A new empty directory.
 function helpers.tmpdir()
   local path = os.tmpname()
   os.remove(path)
-  assert(os.execute("mkdir -p '" .. path .. "'"))
+  assert(os.execute("mkdir -p " .. helpers.shell_quote(path)))
   return path
 end
 
 function helpers.rmdir(path)
-  os.execute("rm -rf '" .. path .. "'")
+  os.execute("rm -rf " .. helpers.shell_quote(path))
+end
+
+--- Whether a file (or directory) exists.
+function helpers.exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
 end
 
 --- A file's whole content, or nil when it does not exist.
@@ -72,7 +114,7 @@ end
 --- Names of the files in a directory.
 function helpers.ls(dir)
   local names = {}
-  local p = assert(io.popen("ls -A '" .. dir .. "'"))
+  local p = assert(io.popen("ls -A " .. helpers.shell_quote(dir)))
   for line in p:lines() do names[#names + 1] = line end
   p:close()
   table.sort(names)

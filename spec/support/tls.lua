@@ -10,78 +10,27 @@
 --   front:reset()                       -- forget the log so far
 --   front:stop()                        -- idempotent
 --
+-- or, for a describe block, the emulator and its front together:
+--
+--   setup(function() m, front = tls.start_with_mock() end)
+--   teardown(function() tls.stop_with_mock(m, front) end)
+--   before_each(function() tls.reset_with_mock(m, front, {task_delay = 0.1}) end)
+--
 -- Needs the `nginx` and `openssl` commands (Debian packages nginx, openssl).
--- Everything lives in a temporary prefix directory that stop() removes:
--- configuration, keys, certificates, logs, pid file and nginx's temp files.
--- nginx runs in the foreground under a small shell that also ends it when
--- this process goes away without calling stop() (its stdin is our pipe).
+-- Everything lives in a temporary directory that stop() removes:
+-- configuration, keys, certificates, logs, pid file and nginx's temp files;
+-- spec/support/nginx.lua starts and stops nginx (and ends it should this
+-- process go away without calling stop()).
 
 local socket = require("socket")
+local helpers = require("spec.helpers")
+local nginx = require("spec.support.nginx")
+
+local quote, run = helpers.shell_quote, helpers.run
 
 local tls = {}
 
-local START_TIMEOUT = 10 -- seconds for nginx to listen
-local STOP_TIMEOUT = 10  -- seconds for nginx to exit
 local LOG_TIMEOUT = 5    -- seconds for the access log to show what was asked for
-local PORT_ATTEMPTS = 3  -- a free port can be taken by someone else before nginx binds it
-
-local function quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
-end
-
-local function write_file(path, text)
-  local f = assert(io.open(path, "wb"))
-  assert(f:write(text))
-  assert(f:close())
-end
-
---- Runs a shell command; raises with its output when it fails.
-local function run(cmd)
-  local p = assert(io.popen("(" .. cmd .. ") 2>&1", "r"))
-  local out = p:read("*a")
-  local ok, _, code = p:close()
-  if not ok then
-    error(("command failed (%s): %s\n%s"):format(tostring(code), cmd, out), 3)
-  end
-  return out
-end
-
-local function find_nginx()
-  local path = run("command -v nginx || true"):match("^(%S+)")
-  if path then return path end
-  for _, p in ipairs({ "/usr/sbin/nginx", "/usr/local/sbin/nginx", "/usr/local/nginx/sbin/nginx" }) do
-    local f = io.open(p)
-    if f then
-      f:close()
-      return p
-    end
-  end
-  error("nginx not found: install the Debian package nginx (make deps)", 3)
-end
-
---- A port nobody listens on right now (the kernel's pick for port 0).
-local function free_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return tonumber(port)
-end
-
-local function can_connect(port)
-  local c = socket.tcp()
-  c:settimeout(0.2)
-  local ok = c:connect("127.0.0.1", port)
-  c:close()
-  return ok ~= nil
-end
 
 --- A CA, and a certificate for 127.0.0.1 and localhost signed by it.
 local function make_certificates(dir)
@@ -91,7 +40,7 @@ local function make_certificates(dir)
     :format(quote(dir), ec))
   run(("cd %s && openssl req %s -keyout server.key -out server.csr -subj '/CN=127.0.0.1'")
     :format(quote(dir), ec))
-  write_file(dir .. "/server.ext", table.concat({
+  helpers.write(dir .. "/server.ext", table.concat({
     "basicConstraints = CA:FALSE",
     "keyUsage = critical, digitalSignature, keyEncipherment",
     "extendedKeyUsage = serverAuth",
@@ -158,7 +107,8 @@ http {
 ]]):gsub("FORMAT", LOG_FORMAT):gsub("DIR", dir):gsub("UPSTREAM", upstream):gsub("PORT", tostring(port))
 end
 
-local Front = {}
+--- A front is an nginx.Server (port, error_log(), stop()...) with these too.
+local Front = setmetatable({}, { __index = nginx.Server })
 Front.__index = Front
 
 local function parse_line(line)
@@ -183,7 +133,7 @@ function Front:requests(opts)
   local list
   repeat
     list = {}
-    local text = read_file(self.prefix .. "/access.log") or ""
+    local text = self:read("access.log") or ""
     local n = 0
     for line in text:gmatch("[^\n]+") do
       n = n + 1
@@ -195,10 +145,10 @@ function Front:requests(opts)
   return list
 end
 
---- How many distinct client TCP connections the access log shows.
-function Front:connections(opts)
+--- How many distinct client TCP connections a list from requests() shows.
+function tls.distinct_connections(list)
   local seen, n = {}, 0
-  for _, r in ipairs(self:requests(opts)) do
+  for _, r in ipairs(list) do
     if not seen[r.connection] then
       seen[r.connection] = true
       n = n + 1
@@ -207,73 +157,17 @@ function Front:connections(opts)
   return n
 end
 
+--- How many distinct client TCP connections the access log shows.
+function Front:connections(opts)
+  return tls.distinct_connections(self:requests(opts))
+end
+
 --- Makes requests() and connections() start from here.
 function Front:reset()
-  local text = read_file(self.prefix .. "/access.log") or ""
+  local text = self:read("access.log") or ""
   local n = 0
   for _ in text:gmatch("[^\n]+") do n = n + 1 end
   self.skip = n
-end
-
---- nginx's error log (for messages when something goes wrong).
-function Front:error_log()
-  return read_file(self.prefix .. "/error.log") or ""
-end
-
---- Ends nginx (by its pid file) and removes the prefix directory. Idempotent.
-function Front:stop()
-  if self.stopped then return end
-  self.stopped = true
-  local pidfile = self.prefix .. "/nginx.pid"
-  local pid = (read_file(pidfile) or ""):match("^(%d+)")
-  if pid then
-    os.execute("kill -TERM " .. pid .. " 2>/dev/null")
-    -- the master removes its pid file when it exits
-    local deadline = socket.gettime() + STOP_TIMEOUT
-    while read_file(pidfile) and socket.gettime() < deadline do socket.sleep(0.01) end
-    if read_file(pidfile) then os.execute("kill -KILL " .. pid .. " 2>/dev/null") end
-  end
-  -- the watcher shell ends on EOF, and close() waits for it (and nginx)
-  self.proc:close()
-  os.execute("rm -rf " .. quote(self.prefix))
-end
-
-local function launch(nginx, prefix, port, upstream)
-  write_file(prefix .. "/nginx.conf", nginx_conf(prefix, port, upstream))
-  os.remove(prefix .. "/error.log")
-  local conf = prefix .. "/nginx.conf"
-  local pidfile = prefix .. "/nginx.pid"
-  -- nginx in the background (stdin /dev/null), the shell reading our pipe:
-  -- on EOF (stop(), or this process ended) it stops nginx if still running.
-  local cmd = table.concat({
-    quote(nginx), "-p", quote(prefix .. "/"), "-e", quote(prefix .. "/error.log"),
-    "-c", quote(conf), "-g", quote("daemon off;"),
-    "</dev/null >>" .. quote(prefix .. "/stderr.log") .. " 2>&1 &",
-    "pid=$!;",
-    "cat >/dev/null;",
-    "if [ -f " .. quote(pidfile) .. " ]; then kill -TERM \"$pid\" 2>/dev/null; fi;",
-    "wait \"$pid\" 2>/dev/null;",
-    -- the prefix goes too, unless launch() wants it for another attempt
-    "[ -f " .. quote(prefix .. "/keep") .. " ] || rm -rf " .. quote(prefix),
-  }, " ")
-  local proc = assert(io.popen(cmd, "w"))
-  local deadline = socket.gettime() + START_TIMEOUT
-  while socket.gettime() < deadline do
-    if read_file(pidfile) and can_connect(port) then return proc end
-    local log = (read_file(prefix .. "/error.log") or "") .. (read_file(prefix .. "/stderr.log") or "")
-    if log:find("[emerg]", 1, true) then
-      write_file(prefix .. "/keep", "")
-      proc:close()
-      os.remove(prefix .. "/keep")
-      return nil, log
-    end
-    socket.sleep(0.02)
-  end
-  write_file(prefix .. "/keep", "")
-  proc:close()
-  os.remove(prefix .. "/keep")
-  return nil, ("nginx did not listen on 127.0.0.1:%d within %d s\n%s%s"):format(port, START_TIMEOUT,
-    read_file(prefix .. "/error.log") or "", read_file(prefix .. "/stderr.log") or "")
 end
 
 --- Starts nginx with TLS and HTTP/2 in front of upstream_url, an origin
@@ -283,35 +177,41 @@ function tls.start(upstream_url, opts)
   assert(opts == nil or type(opts) == "table", "opts must be a table")
   local upstream = tostring(upstream_url):match("^http://([%w.%-]+:%d+)/?$")
   assert(upstream, "tls.start wants an http://HOST:PORT origin, got " .. tostring(upstream_url))
-  local nginx = find_nginx()
-  local prefix = run("mktemp -d /tmp/imgedit-tls.XXXXXX"):match("^(%S+)")
-  local ok, err = pcall(function()
-    -- nginx's worker (an unprivileged user when run as root) writes the temp files
-    run("chmod 711 " .. quote(prefix) .. " && mkdir -p " .. quote(prefix .. "/tmp"))
-    make_certificates(prefix)
-  end)
+  local front, err = nginx.start({
+    name = "tls",
+    prepare = make_certificates,
+    conf = function(dir, port) return nginx_conf(dir, port, upstream) end,
+  })
+  if not front then error("the TLS front did not start: " .. err, 2) end
+  front.url = "https://127.0.0.1:" .. front.port
+  front.ca_file = front.dir .. "/ca.crt"
+  front.skip = 0
+  return setmetatable(front, Front)
+end
+
+--- For a describe block's setup: the emulator and a front before it.
+-- Returns both; when the front does not start, stops the emulator and raises.
+function tls.start_with_mock()
+  local m = helpers.start_mock()
+  local ok, front = pcall(tls.start, m.api)
   if not ok then
-    os.execute("rm -rf " .. quote(prefix))
-    error(err, 2)
+    m:stop()
+    error(front, 0)
   end
-  local proc, port, log
-  for _ = 1, PORT_ATTEMPTS do
-    port = free_port()
-    proc, log = launch(nginx, prefix, port, upstream)
-    if proc or not log:find("in use", 1, true) then break end
-  end
-  if not proc then
-    os.execute("rm -rf " .. quote(prefix))
-    error("the TLS front did not start: " .. log, 2)
-  end
-  return setmetatable({
-    url = "https://127.0.0.1:" .. port,
-    port = port,
-    ca_file = prefix .. "/ca.crt",
-    prefix = prefix,
-    proc = proc,
-    skip = 0,
-  }, Front)
+  return m, front
+end
+
+--- Before each test: both forget what they saw; the emulator takes `config`.
+function tls.reset_with_mock(m, front, config)
+  m:reset()
+  m:config(config)
+  front:reset()
+end
+
+--- For teardown: stops both (either may be nil, when setup failed).
+function tls.stop_with_mock(m, front)
+  if front then front:stop() end
+  if m then m:stop() end
 end
 
 return tls
