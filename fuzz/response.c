@@ -12,13 +12,20 @@
  *   B<text>  a body chunk: <text> (a line without its '\n')
  *   M<n>     max_response_bytes = n (decimal; empty: no limit), at the start
  *   O / N    an output file is set / a HEAD request (no body), at the start
- *   R        build the result: headers and body pushed to Lua, checked
+ *   X        extract "b64_json" values (req.extract), at the start
+ *   R        build the result, as t:result() does once the transfer is
+ *            over: headers, blobs and body pushed to Lua, checked; the
+ *            input ends there
  *   F<n>     the n-th realloc from now on fails (0: the next one; empty:
  *            none), to reach the out-of-memory paths
  * Once a callback refuses data, libcurl stops the transfer: so does this.
  *
  * A model tracks what the body and the byte count must be, and the header
- * buffer's "name\0value\0" layout is checked after every operation.
+ * buffer's "name\0value\0" layout is checked after every operation. With
+ * X, the model holds the bytes received, and what the response kept (body,
+ * blobs, scanner state) must equal what a fresh extracting Response keeps
+ * from those bytes in one chunk (fuzz/extract.c checks that reference
+ * against cjson); after a failed allocation, only that nothing breaks.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -127,20 +134,55 @@ static void model_add(Model *m, const char *s, size_t n)
 	m->len += n;
 }
 
+/* An extracting body: what r kept must be what one chunk of m's bytes leaves. */
+static void check_extracted(const Response *r, const Model *m)
+{
+	long countdown = fail_countdown;
+	Response ref;
+	size_t i;
+
+	fail_countdown = -1; /* the reference's own allocations do not fail */
+	response_init(&ref);
+	ref.extract = 1;
+	if (m->len > 0)
+		FUZZ_CHECK(response_body(&ref, (const char *)m->body, m->len) == RESPONSE_BODY_BUFFERED);
+	FUZZ_CHECK(r->body.len == ref.body.len);
+	FUZZ_CHECK(r->body.len == 0 || memcmp(r->body.data, ref.body.data, r->body.len) == 0);
+	FUZZ_CHECK(r->scan.state == ref.scan.state && r->scan.escape == ref.scan.escape);
+	FUZZ_CHECK(r->scan.keyok == ref.scan.keyok && r->scan.keylen == ref.scan.keylen);
+	FUZZ_CHECK(r->nblobs == ref.nblobs);
+	for (i = 0; i < r->nblobs; i++) {
+		const ResponseBlob *a = &r->blobs[i], *b = &ref.blobs[i];
+
+		FUZZ_CHECK(a->invalid == b->invalid && strcmp(a->error, b->error) == 0);
+		FUZZ_CHECK(a->offset == b->offset && a->digits == b->digits && a->pads == b->pads);
+		FUZZ_CHECK(a->data.len == b->data.len && a->data.len <= a->data.cap);
+		FUZZ_CHECK(a->data.len == 0 || memcmp(a->data.data, b->data.data, a->data.len) == 0);
+	}
+	response_free(&ref);
+	fail_countdown = countdown;
+}
+
 static void check_state(const Response *r, const Model *m)
 {
 	check_headers(&r->headers);
 	FUZZ_CHECK(r->body.len <= r->body.cap);
 	FUZZ_CHECK(r->received == m->received);
 	FUZZ_CHECK(r->max_bytes < 0 || r->received <= r->max_bytes);
+	FUZZ_CHECK(r->nblobs <= r->blobs_cap && r->nblobs <= RESPONSE_MAX_BLOBS);
+	if (r->extract && !response_to_file(r)) {
+		if (r->stop != STOP_NO_MEMORY)
+			check_extracted(r, m);
+		return;
+	}
 	FUZZ_CHECK(r->body.len == m->len);
 	FUZZ_CHECK(m->len == 0 || memcmp(r->body.data, m->body, m->len) == 0);
 }
 
 /* What t:result() does with the response: every header a string pair. */
-static void check_result(const Response *r)
+static void check_result(Response *r)
 {
-	size_t len;
+	size_t len, kept = r->body.len, i, n = r->nblobs;
 
 	lua_createtable(L, 0, 4);
 	response_push_headers(L, r);
@@ -152,12 +194,27 @@ static void check_result(const Response *r)
 	}
 	lua_setfield(L, -2, "headers");
 	if (!response_to_file(r)) {
+		if (r->extract) {
+			response_push_blobs(L, r);
+			lua_getfield(L, -1, "blobs");
+			FUZZ_CHECK(compat_rawlen(L, -1) == n);
+			for (i = 1; i <= n; i++) {
+				lua_rawgeti(L, -1, (int)i);
+				FUZZ_CHECK(luaL_testudata(L, -1, BLOB_MT) != NULL);
+				lua_pop(L, 1);
+			}
+			for (i = 0; i < n; i++)
+				FUZZ_CHECK(r->blobs[i].data.data == NULL); /* handed over */
+			lua_pop(L, 1);
+		}
 		response_push_body(L, r, 0, 0);
 		lua_getfield(L, -1, "body");
-		FUZZ_CHECK(lua_tolstring(L, -1, &len) != NULL && len == r->body.len);
+		FUZZ_CHECK(lua_tolstring(L, -1, &len) != NULL && len == kept);
+		FUZZ_CHECK(r->body.data == NULL); /* freed once it is a Lua string */
 		lua_pop(L, 1);
 	}
 	lua_settop(L, TOP);
+	lua_gc(L, LUA_GCCOLLECT, 0); /* the blobs' finalizers */
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -165,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	const char *p = (const char *)data, *end = p + size;
 	Response r;
 	Model m = {NULL, 0, 0, 0};
-	int started = 0, stopped = 0;
+	int started = 0, stopped = 0, resulted = 0;
 
 	fail_countdown = -1;
 	response_init(&r);
@@ -187,6 +244,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 'N':
 			if (!started)
 				r.nobody = 1;
+			break;
+		case 'X':
+			if (!started)
+				r.extract = 1;
 			break;
 		case 'H':
 			started = 1;
@@ -237,6 +298,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			break;
 		case 'R':
 			check_result(&r);
+			resulted = stopped = 1;
 			break;
 		case 'F':
 			fail_countdown = (long)(number(arg, arg_len) > 1000 ? 1000 : number(arg, arg_len));
@@ -244,11 +306,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		default:
 			break;
 		}
-		check_state(&r, &m);
+		if (!resulted)
+			check_state(&r, &m);
 		p = line_end;
 	}
 	fail_countdown = -1;
-	check_result(&r);
+	if (!resulted)
+		check_result(&r);
 	response_free(&r);
 	free(m.body);
 	return 0;

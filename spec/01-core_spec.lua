@@ -8,6 +8,7 @@ local mock = require("imgedit.mock.process")
 local png = require("imgedit.mock.png")
 local cjson = require("cjson")
 local socket = require("socket")
+local helpers = require("spec.helpers")
 
 local KEY = "sk-test"
 local AUTH = "Authorization: Bearer " .. KEY
@@ -29,13 +30,7 @@ local function fetch(multi, req, tick)
   return wait(multi, t, tick), t
 end
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local data = f:read("*a")
-  f:close()
-  return data
-end
+local read_file = helpers.read
 
 local function temp_path()
   local path = os.tmpname()
@@ -44,12 +39,7 @@ local function temp_path()
 end
 
 -- A loopback port that refuses connections: bound once, then closed.
-local function closed_port()
-  local s = assert(socket.bind("127.0.0.1", 0))
-  local _, port = s:getsockname()
-  s:close()
-  return port
-end
+local closed_port = helpers.free_port
 
 -- The interpreter running this spec, to run a script in a child process.
 local function interpreter()
@@ -58,9 +48,7 @@ local function interpreter()
   return arg and arg[i] or "lua5.4"
 end
 
-local function shell_quote(s)
-  return "'" .. s:gsub("'", "'\\''") .. "'"
-end
+local shell_quote = helpers.shell_quote
 
 -- Answers one connection with `response` (raw bytes), then closes it. Driven
 -- by calling server.tick() from the wait loop: curl runs in this thread too.
@@ -414,6 +402,174 @@ describe("imgedit.core", function()
     end)
   end)
 
+  describe("extract", function()
+    -- A 200 response with this JSON body, sent `piece` bytes at a time
+    -- (one piece per turn of the wait loop), so that it reaches curl in
+    -- many reads; the fuzzer (fuzz/extract.c) covers every other split.
+    local function json_server(body, piece)
+      local response = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s")
+        :format(#body, body)
+      local listener = assert(socket.bind("127.0.0.1", 0))
+      listener:settimeout(0)
+      local _, port = listener:getsockname()
+      local server = {url = "http://127.0.0.1:" .. port .. "/json"}
+      local conn, request, sent = nil, "", nil
+      function server.tick()
+        if not conn then
+          conn = listener:accept()
+          if conn then conn:settimeout(0) end
+        elseif not sent then
+          local data, _, partial = conn:receive(65536)
+          request = request .. (data or partial or "")
+          if request:find("\r\n\r\n", 1, true) then sent = 0 end
+        elseif sent < #response then
+          local last, _, partial = conn:send(response, sent + 1, math.min(#response, sent + (piece or #response)))
+          sent = last or partial or sent
+        end
+      end
+      function server.close()
+        if conn then conn:close() end
+        listener:close()
+      end
+      return server
+    end
+
+    local IMAGE = "\137PNG\r\n\26\n" .. ("\0\1\2\255\254\253/?>"):rep(50)
+
+    it("decodes each b64_json value into a blob as it arrives, leaving a placeholder", function()
+      local b64 = core.base64_encode(IMAGE)
+      local body = cjson.encode({data = {{b64_json = b64, revised_prompt = "p"}, {url = "https://x/y.png"},
+                                         {b64_json = core.base64_encode("GIF89a")}}})
+      assert.is_truthy(body:find("\\/", 1, true))
+      for _, piece in ipairs({false, 7}) do
+        local server = json_server(body, piece or nil)
+        local r = fetch(multi, {url = server.url, decode = "json", extract = "b64_json"}, server.tick)
+        server.close()
+        assert.is_nil(r.error)
+        assert.are.equal(#body, r.bytes)
+        assert.are.equal("imgedit-blob:1", r.json.data[1].b64_json)
+        assert.are.equal("p", r.json.data[1].revised_prompt)
+        assert.are.equal("https://x/y.png", r.json.data[2].url)
+        assert.are.equal("imgedit-blob:2", r.json.data[3].b64_json)
+        assert.is_true(#r.body < 200)
+        assert.are.equal(2, #r.blobs)
+        local blob = r.blobs[1]
+        assert.are.equal(#IMAGE, #blob)
+        assert.are.equal(#IMAGE, blob:size())
+        assert.is_true(IMAGE == blob:bytes())
+        assert.are.equal(b64, blob:base64())
+        assert.is_nil(blob:error())
+        assert.are.equal(IMAGE:sub(1, 16), blob:sniff())
+        assert.are.equal("\137PNG", blob:sniff(4))
+        assert.are.equal(IMAGE, blob:sniff(1e6))
+        assert.are.equal(("imgedit.blob (%d bytes)"):format(#IMAGE), tostring(blob))
+        assert.are.equal("GIF89a", r.blobs[2]:bytes())
+      end
+    end)
+
+    it("writes a blob straight to a file, and says why it cannot", function()
+      local server = json_server(cjson.encode({b64_json = core.base64_encode(IMAGE)}))
+      local r = fetch(multi, {url = server.url, extract = "b64_json"}, server.tick)
+      server.close()
+      local blob = r.blobs[1]
+      local path = temp_path()
+      assert.is_true(blob:write(path))
+      assert.is_true(IMAGE == read_file(path))
+      os.remove(path)
+      local ok, err = blob:write("/nonexistent-dir/x.png")
+      assert.is_nil(ok)
+      assert.matches("^cannot write /nonexistent%-dir/x%.png: ", err)
+      if io.open("/dev/full", "wb") then
+        ok, err = blob:write("/dev/full")
+        assert.is_nil(ok)
+        assert.matches("^cannot write /dev/full: ", err)
+      end
+    end)
+
+    it("marks invalid base64 with core.base64_decode's message and keeps the text", function()
+      local cases = {
+        {"QUJD!REVG", "invalid base64 character at offset 4"},
+        {"QUJDR", "truncated base64"},
+        {"QQ==QQ==", "invalid base64 character at offset 4"},
+        {"QUJD\\u00e9", "invalid base64 character at offset 4"},
+      }
+      for _, case in ipairs(cases) do
+        local server = json_server('{"b64_json":"' .. case[1] .. '"}')
+        local r = fetch(multi, {url = server.url, decode = "json", extract = "b64_json"}, server.tick)
+        server.close()
+        local blob = r.blobs[1]
+        assert.are.equal(case[2], blob:error())
+        assert.are.equal(select(2, core.base64_decode(cjson.decode('"' .. case[1] .. '"'))), blob:error())
+        assert.are.equal(cjson.decode('"' .. case[1] .. '"'), blob:base64())
+        assert.are.equal(0, #blob)
+        local bytes, err = blob:bytes()
+        assert.is_nil(bytes)
+        assert.are.equal(case[2], err)
+        assert.is_nil((blob:write(temp_path())))
+        assert.are.equal("", blob:sniff())
+        assert.are.equal("imgedit.blob (invalid: " .. case[2] .. ")", tostring(blob))
+      end
+    end)
+
+    it("leaves empty values and other keys alone, and stops at a body cut short", function()
+      local server = json_server('{"b64_json":"","x":"b64_json","b64_jsonx":"QUJD","y":{"b64_json":null}}')
+      local r = fetch(multi, {url = server.url, decode = "json", extract = "b64_json"}, server.tick)
+      server.close()
+      assert.are.same({}, r.blobs)
+      assert.are.equal("", r.json.b64_json)
+      assert.are.equal("QUJD", r.json.b64_jsonx)
+      server = json_server('{"data":[{"b64_json":"QUJD')
+      r = fetch(multi, {url = server.url, decode = "json", extract = "b64_json"}, server.tick)
+      server.close()
+      assert.is_nil(r.json)
+      assert.is_string(r.decode_error)
+      assert.are.equal('{"data":[{"b64_json":"imgedit-blob:1', r.body)
+      assert.are.equal("the JSON string ends early, at offset 4", r.blobs[1]:error())
+    end)
+
+    it("counts the bytes received against max_response_bytes, not the bytes kept", function()
+      local body = cjson.encode({b64_json = core.base64_encode(("x"):rep(30000))})
+      local server = json_server(body)
+      local r = fetch(multi, {url = server.url, extract = "b64_json", max_response_bytes = 20000}, server.tick)
+      server.close()
+      assert.are.equal("too_large", r.error.kind)
+      assert.is_nil(r.blobs)
+      assert.is_nil(r.body)
+    end)
+
+    it("refuses other values of the field", function()
+      local t, err = multi:add{url = m.api, extract = "url"}
+      assert.is_nil(t)
+      assert.are.equal('field \'extract\' must be "b64_json", got "url"', err)
+      assert.has_error(function() multi:add{url = m.api, extract = true} end)
+    end)
+
+    it("closes blobs idempotently, with the scope on 5.4, and keeps them past their transfer", function()
+      local server = json_server('{"a":{"b64_json":"QUJD"},"b":{"b64_json":"REVG"}}')
+      local t = assert(multi:add{url = server.url, extract = "b64_json"})
+      local r = wait(multi, t, server.tick)
+      server.close()
+      t:close()
+      collectgarbage()
+      local blob = r.blobs[1]
+      assert.are.equal("ABC", blob:bytes())
+      blob:close()
+      blob:close()
+      assert.are.equal("imgedit.blob (closed)", tostring(blob))
+      assert.are.equal(0, #blob)
+      assert.has_error(function() blob:bytes() end, "attempt to use a closed blob")
+      assert.has_error(function() blob:write(temp_path()) end, "attempt to use a closed blob")
+      if _VERSION == "Lua 5.4" then
+        local other = r.blobs[2]
+        assert(load("local b = ... do local x <close> = b end"))(other)
+        assert.are.equal("imgedit.blob (closed)", tostring(other))
+      end
+      r = nil -- luacheck: ignore
+      collectgarbage()
+      collectgarbage()
+    end)
+  end)
+
   describe("errors", function()
     it("fails a body over max_response_bytes announced by Content-Length", function()
       m:faults{{kind = "big", bytes = 200000, times = 2}}
@@ -561,6 +717,33 @@ describe("imgedit.core", function()
       assert.are.equal("imgedit.multi (closed)", tostring(other))
       assert.has_error(function() other:perform() end)
       assert.has_error(function() other:add{url = m.api} end)
+    end)
+
+    it("reuses the easy handles of closed transfers, carrying no option over", function()
+      local function once(req)
+        local r, t = fetch(multi, req)
+        t:close()
+        return r
+      end
+      local path = temp_path()
+      once{method = "PUT", url = m.api .. "/one", body = "x", headers = {"X-One: 1"}, user_agent = "ua-one",
+           decode = "json", timeout = 5}
+      local head = once{method = "HEAD", url = m.api .. "/two"}
+      once{url = m.api .. "/three", output = path}
+      local get = once{url = m.api .. "/four"}
+      local seen = m:requests()
+      assert.are.equal(4, #seen)
+      assert.are.same({"PUT", "HEAD", "GET", "GET"}, {seen[1].method, seen[2].method, seen[3].method, seen[4].method})
+      for i = 2, 4 do
+        assert.is_nil(seen[i].headers["x-one"])
+        assert.is_nil(seen[i].headers["user-agent"])
+        assert.are.equal("", seen[i].body)
+      end
+      assert.are.equal("", head.body)
+      assert.is_nil(head.json)
+      assert.is_true(#get.body > 0) -- neither HEAD nor to a file any more
+      assert.is_nil(get.json)
+      os.remove(path)
     end)
 
     it("cancels the transfers of a multi that is closed", function()

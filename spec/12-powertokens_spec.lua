@@ -1,5 +1,8 @@
 -- powertokens (Qwen / Wan): one synchronous request returns the images.
 local imgedit = require("imgedit")
+local core = require("imgedit.core")
+local mock_png = require("imgedit.mock.png")
+local cjson = require("cjson")
 local helpers = require("spec.helpers")
 
 local EDITS = "/powertokens/v1/images/edits"
@@ -54,20 +57,103 @@ describe("powertokens", function()
     end)
 
     it("returns b64_json images that save byte-exactly", function()
+      -- large enough for the response to arrive in many pieces
+      m:config({ image_bytes = 700000 })
       local pt = helpers.pt(m)
       local result = assert(pt:edit({ prompt = "p", images = { SOURCE }, response_format = "b64_json", n = 2 }))
       assert.equal(2, #result.images)
-      local raw = result.raw.data
+      local seq = helpers.api_requests(m, EDITS)[1].seq
       for i, image in ipairs(result.images) do
         assert.is_nil(image.url)
+        -- what the emulator encoded into the response
+        local served = mock_png.bytes(mock_png.image(("pt-%d-%d"):format(seq, i), 700000))
         local path = dir .. "/b64-" .. i .. ".png"
         assert.equal(path, image:save(path))
-        local expected = assert(require("imgedit.core").base64_decode(raw[i].b64_json))
-        assert.equal(expected, helpers.read(path))
-        assert.equal("\137PNG\r\n\26\n", helpers.read(path):sub(1, 8))
-        assert.equal(expected, image:bytes())
+        local saved = helpers.read(path)
+        assert.is_true(served == saved, "saved bytes differ from the emulator's image")
+        assert.equal("\137PNG\r\n\26\n", saved:sub(1, 8))
+        assert.is_true(served == image:bytes())
+        assert.is_true(served == core.base64_decode(image.b64_json))
       end
       assert.equal(0, #m:requests({ listener = "cdn" }))
+    end)
+
+    describe("b64_json decoded by the core as it arrives", function()
+      it("leaves placeholders in result.raw and gives image.b64_json back exactly as sent", function()
+        local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SOURCE }, response_format = "b64_json",
+          n = 3 }))
+        local seq = helpers.api_requests(m, EDITS)[1].seq
+        for i, image in ipairs(result.images) do
+          assert.equal("imgedit-blob:" .. i, result.raw.data[i].b64_json)
+          assert.is_nil(rawget(image, "b64_json")) -- not built until asked for
+          -- the emulator splices png.base64 of each image into its JSON
+          local sent = mock_png.base64(mock_png.bytes(mock_png.image(("pt-%d-%d"):format(seq, i), 4096)))
+          assert.equal(sent, image.b64_json)
+          assert.equal(sent, rawget(image, "b64_json")) -- then kept
+          assert.equal(image.b64_json, image.b64_json)
+          assert.equal(("imgedit.image(base64, %d characters)"):format(#sent), tostring(image))
+        end
+      end)
+
+      it("undoes the \\/ escapes cjson writes, and \\n, \\r and \\u escapes", function()
+        local bytes = {}
+        for i = 0, 2999 do bytes[#bytes + 1] = string.char((i * 7 + 63) % 256) end
+        bytes = "\137PNG\r\n\26\n" .. table.concat(bytes)
+        local b64 = core.base64_encode(bytes)
+        assert.is_truthy(b64:find("/", 1, true))
+        local first = cjson.encode({ b64_json = b64 })
+        assert.is_truthy(first:find("\\/", 1, true)) -- cjson escapes every '/'
+        -- the same value wrapped in escaped line breaks, one character as \u00XX
+        local wrapped = (b64:sub(1, 40) .. "\\n" .. b64:sub(41, 80) .. "\\r\\n  " .. "\\u00" ..
+          ("%02x"):format(b64:byte(81)) .. b64:sub(82)):gsub("/", "\\/")
+        local body = '{"created":1,"data":[' .. first .. ',{"b64_json" : "' .. wrapped .. '"}]}'
+        m:faults({ { path = EDITS, status = 200, body = body } })
+        local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SOURCE }, response_format = "b64_json" }))
+        assert.equal(2, #result.images)
+        for i, image in ipairs(result.images) do
+          assert.equal("imgedit-blob:" .. i, result.raw.data[i].b64_json)
+          assert.is_true(bytes == image:bytes())
+          assert.equal(b64, image.b64_json)
+          local path = dir .. "/escaped-" .. i .. ".png"
+          assert.equal(path, image:save(path))
+          assert.is_true(bytes == helpers.read(path))
+        end
+      end)
+
+      it("detects invalid base64: a decode error, no file, and the text still readable", function()
+        local good = core.base64_encode("\137PNG\r\n\26\n" .. ("pixels"):rep(100))
+        local bad = good:sub(1, 100) .. "!*" .. good:sub(101)
+        local body = cjson.encode({ created = 1, data = { { b64_json = bad }, { b64_json = good:sub(1, 41) },
+          { b64_json = good } } })
+        m:faults({ { path = EDITS, status = 200, body = body } })
+        local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SOURCE }, response_format = "b64_json" }))
+        local out = helpers.tmpdir()
+        finally(function() helpers.rmdir(out) end)
+        local ok, err = result.images[1]:save(out .. "/bad.png")
+        assert.is_nil(ok)
+        assert.equal("decode", err.kind)
+        assert.equal("image 1: b64_json is not valid base64 (invalid base64 character at offset 100)", err.message)
+        local _, bytes_err = result.images[1]:bytes()
+        assert.equal(err.message, bytes_err.message)
+        assert.equal(bad, result.images[1].b64_json)
+        _, err = result.images[2]:save(out .. "/truncated.png")
+        assert.equal("decode", err.kind)
+        assert.matches("not valid base64 (truncated base64)", err.message, 1, true)
+        local saved
+        saved, err = result:save_all(out)
+        assert.is_nil(saved)
+        assert.equal("decode", err.kind)
+        assert.same({}, err.saved)
+        assert.same({}, helpers.ls(out))
+        assert.equal(out .. "/x.png", result.images[3]:save(out .. "/x.png"))
+        assert.same({ "x.png" }, helpers.ls(out))
+      end)
+
+      it("is not asked for URL results", function()
+        local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SOURCE }, response_format = "url" }))
+        assert.matches("^" .. m.cdn, result.images[1].url)
+        assert.is_nil(result.images[1].b64_json)
+      end)
     end)
 
     it("sends imgedit.file images as data: URIs of their bytes and type", function()

@@ -75,6 +75,33 @@ describe("results", function()
       assert.same({ dir .. "/" .. result.task.id .. "-1.png" }, paths)
     end)
 
+    it("writes base64 images from their decoded bytes, each with the extension of its type", function()
+      local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL }, response_format = "b64_json",
+        n = 2 }))
+      local paths = assert(result:save_all(dir, "b64"))
+      assert.same({ dir .. "/b64-1.png", dir .. "/b64-2.png" }, paths)
+      for i, path in ipairs(paths) do
+        local bytes = assert(result.images[i]:bytes())
+        assert.is_true(bytes == helpers.read(path))
+        assert.equal(result.images[i].b64_json, require("imgedit.core").base64_encode(bytes))
+      end
+      assert.same({ "b64-1.png", "b64-2.png" }, helpers.ls(dir))
+      -- again: the bytes stay with the image as long as it lives
+      assert.same(paths, assert(result:save_all(dir, "b64")))
+    end)
+
+    it("keeps an empty b64_json as it is: an image with nothing to save", function()
+      m:faults({ { path = "/powertokens/v1/images/edits", status = 200,
+        body = '{"created":1,"data":[{"b64_json":"","revised_prompt":"p"}]}' } })
+      local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL }, response_format = "b64_json" }))
+      assert.equal("", result.raw.data[1].b64_json)
+      assert.is_nil(result.images[1].b64_json)
+      local ok, err = result.images[1]:save(dir .. "/x.png")
+      assert.is_nil(ok)
+      assert.equal("decode", err.kind)
+      assert.same({}, helpers.ls(dir))
+    end)
+
     it("never writes outside its directory, whatever the prefix", function()
       local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL }, response_format = "b64_json" }))
       local paths = assert(result:save_all(dir, "../../etc/evil"))

@@ -11,11 +11,28 @@
 
 #include "imgedit.h"
 
-static const char alphabet[] =
+const char base64_alphabet[65] =
 	"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-/* decode_table[c]: 0-63 for an alphabet character, else one of these. */
-enum { B64_INVALID = 64, B64_SPACE, B64_PAD };
+/* White space: space, \t, \n, \v, \f, \r; '=' is B64_PAD. */
+const unsigned char base64_table[256] = {
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 65, 65, 65, 65, 65, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+	65, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 62, 64, 64, 64, 63,
+	52, 53, 54, 55, 56, 57, 58, 59, 60, 61, 64, 64, 64, 66, 64, 64,
+	64,  0,  1,  2,  3,  4,  5,  6,  7,  8,  9, 10, 11, 12, 13, 14,
+	15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 64, 64, 64, 64, 64,
+	64, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40,
+	41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 64, 64, 64, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
+};
 
 static int codec_now(lua_State *L)
 {
@@ -27,45 +44,42 @@ static int codec_now(lua_State *L)
 	return 1;
 }
 
-static int codec_base64_encode(lua_State *L)
+void base64_encode_to(char *out, const unsigned char *in, size_t len)
 {
-	size_t len, i, o = 0;
-	const unsigned char *in = (const unsigned char *)luaL_checklstring(L, 1, &len);
-	char *out;
+	const char *alphabet = base64_alphabet;
+	size_t i;
 	unsigned long v;
 
-	if (len > SIZE_MAX / 4 * 3 - 2)
-		return luaL_error(L, "string too large to encode");
-	out = lua_newuserdata(L, (len + 2) / 3 * 4);
 	for (i = 0; i + 2 < len; i += 3) {
 		v = (unsigned long)in[i] << 16 | (unsigned long)in[i + 1] << 8 | in[i + 2];
-		out[o++] = alphabet[v >> 18 & 63];
-		out[o++] = alphabet[v >> 12 & 63];
-		out[o++] = alphabet[v >> 6 & 63];
-		out[o++] = alphabet[v & 63];
+		*out++ = alphabet[v >> 18 & 63];
+		*out++ = alphabet[v >> 12 & 63];
+		*out++ = alphabet[v >> 6 & 63];
+		*out++ = alphabet[v & 63];
 	}
 	if (i < len) {
 		v = (unsigned long)in[i] << 16;
 		if (i + 1 < len)
 			v |= (unsigned long)in[i + 1] << 8;
-		out[o++] = alphabet[v >> 18 & 63];
-		out[o++] = alphabet[v >> 12 & 63];
-		out[o++] = i + 1 < len ? alphabet[v >> 6 & 63] : '=';
-		out[o++] = '=';
+		*out++ = alphabet[v >> 18 & 63];
+		*out++ = alphabet[v >> 12 & 63];
+		*out++ = i + 1 < len ? alphabet[v >> 6 & 63] : '=';
+		*out = '=';
 	}
-	lua_pushlstring(L, out, o);
-	return 1;
 }
 
-static void init_decode_table(unsigned char table[256])
+static int codec_base64_encode(lua_State *L)
 {
-	int i;
+	size_t len;
+	const unsigned char *in = (const unsigned char *)luaL_checklstring(L, 1, &len);
+	char *out;
 
-	memset(table, B64_INVALID, 256);
-	for (i = 0; i < 64; i++)
-		table[(unsigned char)alphabet[i]] = (unsigned char)i;
-	table[' '] = table['\t'] = table['\n'] = table['\r'] = table['\f'] = table['\v'] = B64_SPACE;
-	table['='] = B64_PAD;
+	if (len > SIZE_MAX / 4 * 3 - 2)
+		return luaL_error(L, "string too large to encode");
+	out = lua_newuserdata(L, (len + 2) / 3 * 4);
+	base64_encode_to(out, in, len);
+	lua_pushlstring(L, out, (len + 2) / 3 * 4);
+	return 1;
 }
 
 static int invalid_at(lua_State *L, size_t offset)
@@ -87,11 +101,10 @@ static int codec_base64_decode(lua_State *L)
 {
 	size_t len, i, o = 0, digits = 0, pads = 0;
 	const unsigned char *in = (const unsigned char *)luaL_checklstring(L, 1, &len);
-	unsigned char table[256];
+	const unsigned char *table = base64_table;
 	unsigned char *out;
 	unsigned long v = 0;
 
-	init_decode_table(table);
 	out = lua_newuserdata(L, len / 4 * 3 + 3);
 	for (i = 0; i < len; i++) {
 		unsigned char c = table[in[i]];

@@ -78,6 +78,57 @@ static inline void compat_setuservalue(lua_State *L, int idx)
 
 #endif
 
+/*
+ * A userdata with nslots Lua values attached, read and written by number
+ * (from 1): on 5.4 its own user values, elsewhere a table as its user value
+ * (one more allocation). compat_setslot pops the value it stores.
+ */
+#if LUA_VERSION_NUM >= 504
+
+static inline void *compat_newuserdata_slots(lua_State *L, size_t size, int nslots)
+{
+	return lua_newuserdatauv(L, size, nslots);
+}
+
+static inline void compat_getslot(lua_State *L, int idx, int n)
+{
+	(void)lua_getiuservalue(L, idx, n);
+}
+
+static inline void compat_setslot(lua_State *L, int idx, int n)
+{
+	(void)lua_setiuservalue(L, idx, n);
+}
+
+#else
+
+static inline void *compat_newuserdata_slots(lua_State *L, size_t size, int nslots)
+{
+	void *p = lua_newuserdata(L, size);
+
+	lua_createtable(L, nslots, 0);
+	compat_setuservalue(L, -2);
+	return p;
+}
+
+static inline void compat_getslot(lua_State *L, int idx, int n)
+{
+	compat_getuservalue(L, idx);
+	lua_rawgeti(L, -1, n);
+	lua_remove(L, -2);
+}
+
+static inline void compat_setslot(lua_State *L, int idx, int n)
+{
+	idx = compat_absindex(L, idx);
+	compat_getuservalue(L, idx);
+	lua_insert(L, -2);
+	lua_rawseti(L, -2, n);
+	lua_pop(L, 1);
+}
+
+#endif
+
 static inline void compat_setmetatable(lua_State *L, const char *tname)
 {
 	luaL_getmetatable(L, tname);

@@ -66,5 +66,6 @@ int luaopen_imgedit_core(lua_State *L)
 	multi_open(L, mod, encode);
 	transfer_open(L, decode);
 	codec_open(L, mod);
+	blob_open(L);
 	return 1;
 }

@@ -52,6 +52,8 @@ static int multi_new(lua_State *L)
 	m->changes_cap = 0;
 	m->timer_armed = 0;
 	m->timer_due = 0;
+	m->nspares = 0;
+	m->blob_bytes = 0;
 	compat_setmetatable(L, MULTI_MT);
 
 	lua_createtable(L, 2, 0);
@@ -72,6 +74,27 @@ static int multi_new(lua_State *L)
 	(void)curl_multi_setopt(m->handle, CURLMOPT_PIPELINING, CURLPIPE_MULTIPLEX);
 	(void)curl_multi_setopt(m->handle, CURLMOPT_MAXCONNECTS, MAX_CACHED_CONNECTIONS);
 	return 1;
+}
+
+CURL *multi_take_easy(Multi *m)
+{
+	if (m->nspares > 0)
+		return m->spares[--m->nspares];
+	return curl_easy_init();
+}
+
+/*
+ * A Transfer keeps its Multi alive (its user value refers to it), so m is
+ * valid memory here even from the Transfer's finalizer; it may be closed.
+ */
+void multi_release_easy(Multi *m, CURL *easy)
+{
+	if (m->handle != NULL && m->nspares < MULTI_SPARE_HANDLES) {
+		curl_easy_reset(easy);
+		m->spares[m->nspares++] = easy;
+	} else {
+		curl_easy_cleanup(easy);
+	}
 }
 
 static int multi_add(lua_State *L)
@@ -429,7 +452,11 @@ static int multi_socket_action(lua_State *L)
 	return 1;
 }
 
-/* Transfers closed since they finished are left out: they have no result. */
+/*
+ * Transfers closed since they finished are left out: they have no result.
+ * The done list itself is returned, compacted, and a new one takes its
+ * place; an empty list stays, and a new empty table is returned.
+ */
 static int multi_done(lua_State *L)
 {
 	size_t i, n;
@@ -439,17 +466,26 @@ static int multi_done(lua_State *L)
 	lua_settop(L, 1);
 	compat_getuservalue(L, 1);
 	lua_rawgeti(L, 2, UV_DONE);
+	n = compat_rawlen(L, 3);
+	if (n == 0) {
+		lua_newtable(L);
+		return 1;
+	}
 	lua_newtable(L);
 	lua_rawseti(L, 2, UV_DONE);
-	n = compat_rawlen(L, 3);
-	lua_createtable(L, (int)n, 0);
 	for (i = 1; i <= n; i++) {
 		lua_rawgeti(L, 3, (int)i);
-		if (transfer_is_open(lua_touserdata(L, -1)))
-			lua_rawseti(L, 4, ++k);
-		else
+		if (transfer_is_open(lua_touserdata(L, -1))) {
+			lua_rawseti(L, 3, ++k);
+		} else {
 			lua_pop(L, 1);
+		}
 	}
+	for (i = (size_t)k + 1; i <= n; i++) {
+		lua_pushnil(L);
+		lua_rawseti(L, 3, (int)i);
+	}
+	lua_settop(L, 3);
 	return 1;
 }
 
@@ -461,6 +497,8 @@ static int multi_close(lua_State *L)
 		return 0;
 	while (m->attached != NULL)
 		transfer_abort(m->attached);
+	while (m->nspares > 0)
+		curl_easy_cleanup(m->spares[--m->nspares]);
 	curl_multi_cleanup(m->handle);
 	m->handle = NULL;
 	/* after the cleanup: curl may still report sockets while it closes them */

@@ -1,7 +1,8 @@
 /*
  * Transfer: one HTTP request on a Multi. The userdata owns the CURL easy
  * handle, its header list, the response buffers (a Response, parsed and
- * filled by response.c) and the output FILE*.
+ * filled by response.c, with the blobs it extracts until t:result() hands
+ * them to Lua) and the output FILE*.
  *
  * libcurl callbacks (on_header, on_body) only touch C memory and the FILE*;
  * when they must stop a transfer they record why in t->resp.stop and return a
@@ -23,15 +24,17 @@
 /* curl_off_t is a signed 64-bit type on every platform libcurl supports. */
 #define OFF_T_LIMIT CURL_OFF_T_C(0x7FFFFFFFFFFFFFFF)
 
-/* Slots of the table held as the Transfer's user value. */
+/* The Lua values a Transfer holds (compat_getslot / compat_setslot). */
 enum {
 	UV_MULTI = 1, /* keeps the Multi alive as long as the Transfer */
 	UV_BODY,      /* the request body string handed to CURLOPT_POSTFIELDS */
-	UV_RESULT     /* t:result(), built once */
+	UV_RESULT,    /* t:result(), built once */
+	UV_COUNT = UV_RESULT
 };
 
 struct Transfer {
-	CURL *easy;                 /* NULL once closed */
+	CURL *easy;                 /* NULL once closed; then back to owner's spares */
+	Multi *owner;               /* the Multi that made it (kept alive by UV_MULTI) */
 	Multi *multi;               /* set while attached to a Multi */
 	Transfer *prev, *next;      /* links in multi->attached */
 	struct curl_slist *request_headers;
@@ -180,7 +183,7 @@ static void release(Transfer *t)
 	if (t->easy == NULL)
 		return;
 	transfer_abort(t);
-	curl_easy_cleanup(t->easy);
+	multi_release_easy(t->owner, t->easy);
 	t->easy = NULL;
 	curl_slist_free_all(t->request_headers);
 	t->request_headers = NULL;
@@ -360,10 +363,8 @@ static int build_body(lua_State *L, int encode, int *json)
 	} else if (has_body) {
 		lua_pop(L, 1);
 	}
-	compat_getuservalue(L, 3);
-	lua_pushvalue(L, -2);
-	lua_rawseti(L, -2, UV_BODY);
-	lua_pop(L, 1);
+	lua_pushvalue(L, -1);
+	compat_setslot(L, 3, UV_BODY);
 	return 1;
 }
 
@@ -448,9 +449,21 @@ static int configure(lua_State *L, Transfer *t, int encode)
 		t->resp.has_output = 1;
 		lua_pop(L, 1);
 	}
+	/*
+	 * extract = "b64_json": the body's "b64_json" string values are decoded
+	 * as they arrive, into result.blobs (response.h); the body keeps
+	 * placeholders. max_response_bytes still counts every byte received.
+	 */
+	if (field(L, "extract", LUA_TSTRING)) {
+		if (strcmp(lua_tostring(L, -1), "b64_json") != 0)
+			return refuse(L, "field 'extract' must be \"b64_json\", got \"%s\"", lua_tostring(L, -1));
+		t->resp.extract = 1;
+		lua_pop(L, 1);
+	}
 	if (!long_field(L, "buffer_size", &n))
 		return 0;
-	if (n < 0 && t->output != NULL)
+	/* Bodies written to a file, or decoded on the fly, are large. */
+	if (n < 0 && (t->output != NULL || t->resp.extract))
 		n = OUTPUT_BUFFER_SIZE;
 	if (n > 0)
 		SETOPT(CURLOPT_BUFFERSIZE, n);
@@ -528,16 +541,15 @@ Transfer *transfer_create(lua_State *L, Multi *m, int encode)
 	encode = compat_absindex(L, encode);
 	luaL_checktype(L, 2, LUA_TTABLE);
 	lua_settop(L, 2);
-	t = lua_newuserdata(L, sizeof *t);
+	t = compat_newuserdata_slots(L, sizeof *t, UV_COUNT);
 	memset(t, 0, sizeof *t);
 	response_init(&t->resp);
 	compat_setmetatable(L, TRANSFER_MT);
-	lua_createtable(L, 3, 0);
 	lua_pushvalue(L, 1);
-	lua_rawseti(L, -2, UV_MULTI);
-	compat_setuservalue(L, 3);
+	compat_setslot(L, 3, UV_MULTI);
 
-	t->easy = curl_easy_init();
+	t->owner = m;
+	t->easy = multi_take_easy(m);
 	if (t->easy == NULL) {
 		refuse(L, "%s", "cannot create a curl easy handle");
 	} else if (configure(L, t, encode)) {
@@ -667,6 +679,27 @@ static void push_timing(lua_State *L, CURL *easy)
 	}
 }
 
+/*
+ * Blob memory is outside Lua's accounting, so the collector would not hurry
+ * to free the blobs of results already dropped. Once the blobs handed over
+ * since the last such collection add up to the size of the Lua heap, run a
+ * full collection: its cost, proportional to the heap, is paid once per as
+ * many bytes of blobs, and blob memory never runs far ahead of the heap.
+ * A collector stopped by the program is left alone (5.2+).
+ */
+static void account_blobs(lua_State *L, Multi *m, size_t bytes)
+{
+	m->blob_bytes += bytes;
+	if (bytes == 0 || m->blob_bytes / 1024 < (size_t)lua_gc(L, LUA_GCCOUNT, 0))
+		return;
+	m->blob_bytes = 0;
+#if LUA_VERSION_NUM >= 502
+	if (!lua_gc(L, LUA_GCISRUNNING, 0))
+		return;
+#endif
+	(void)lua_gc(L, LUA_GCCOLLECT, 0);
+}
+
 static void push_result(lua_State *L, Transfer *t, int decode)
 {
 	int failed = t->cancelled || t->code != CURLE_OK || t->resp.stop != STOP_NONE;
@@ -681,6 +714,8 @@ static void push_result(lua_State *L, Transfer *t, int decode)
 	if (failed) {
 		push_error(L, t);
 	} else if (!response_to_file(&t->resp)) {
+		if (t->resp.extract)
+			account_blobs(L, t->owner, response_push_blobs(L, &t->resp));
 		response_push_body(L, &t->resp, t->decode_json, decode);
 	}
 }
@@ -697,8 +732,7 @@ static int transfer_result(lua_State *L)
 {
 	Transfer *t = check_transfer(L);
 
-	compat_getuservalue(L, 1);
-	lua_rawgeti(L, -1, UV_RESULT);
+	compat_getslot(L, 1, UV_RESULT);
 	if (!lua_isnil(L, -1))
 		return 1;
 	lua_pop(L, 1);
@@ -708,7 +742,7 @@ static int transfer_result(lua_State *L)
 		return luaL_error(L, "transfer is not finished");
 	push_result(L, t, lua_upvalueindex(1));
 	lua_pushvalue(L, -1);
-	lua_rawseti(L, -3, UV_RESULT);
+	compat_setslot(L, 1, UV_RESULT);
 	/* The Lua strings now hold the response; drop the C copies early. */
 	response_free(&t->resp);
 	return 1;

@@ -4,6 +4,26 @@
 -- `url` (on the provider's CDN) and/or `b64_json` (the image itself). Saving
 -- writes to a temporary name beside the target and renames only once the image
 -- is complete, so a failed download never leaves a truncated file behind.
+--
+-- Base64 images (powertokens `response_format = "b64_json"`) are decoded by
+-- the C core while the response arrives, each into a buffer of its own (a
+-- blob); the JSON handed to cjson is small. So:
+--
+-- - `image:save`, `image:bytes` and `result:save_all` work from the decoded
+--   bytes: saving writes them straight to the file, with no Lua copy.
+-- - `image.b64_json` is still there, but is built on first access, by
+--   encoding the bytes again, and then kept on the image: reading it costs
+--   4/3 of the image's size in memory for as long as the image lives. It is
+--   the canonical encoding (padded, one line, `/` not escaped), which is what
+--   providers send; a value that is not valid base64 reads back as it was
+--   received (escapes undone), less the white space before its first error.
+-- - `result.raw.data[i].b64_json` holds a placeholder, `"imgedit-blob:<n>"`,
+--   not the base64.
+--
+-- A blob's memory is freed when its image is collected. Lua's collector does
+-- not see that memory, so the core runs a full collection whenever the blobs
+-- it has handed out since the last one add up to the size of the Lua heap:
+-- dropped results do not pile up.
 -- @module imgedit.result
 
 local core = require("imgedit.core")
@@ -19,21 +39,40 @@ local Result = {}
 Result.__index = Result
 
 local Image = {}
-Image.__index = Image
 
--- The client an image downloads through, kept out of the image's own fields
--- so that printing a result shows only what the provider returned.
+-- The client an image downloads through, and the blob (imgedit.core) holding
+-- its decoded bytes, kept out of the image's own fields so that printing a
+-- result shows only what the provider returned.
 local client_of = setmetatable({}, { __mode = "k" })
+local blob_of = setmetatable({}, { __mode = "k" })
+
+-- `b64_json` of an image whose bytes are in a blob: encoded on first access,
+-- then an ordinary field.
+function Image.__index(image, key)
+  if key == "b64_json" then
+    local blob = blob_of[image]
+    if not blob then return nil end
+    local text = blob:base64()
+    rawset(image, "b64_json", text)
+    return text
+  end
+  return Image[key]
+end
 
 --- Wraps provider output. `fields.images` is an array of
--- `{url =, b64_json =, revised_prompt =}` tables.
+-- `{url =, b64_json =, blob =, revised_prompt =}` tables; `blob` (a blob of
+-- imgedit.core's `res.blobs`) stands for `b64_json`.
 function result.new(client, fields)
   local images = {}
   for i, entry in ipairs(fields.images or {}) do
     local image = setmetatable({
-      url = entry.url, b64_json = entry.b64_json, revised_prompt = entry.revised_prompt,
-      index = i,
+      url = entry.url, revised_prompt = entry.revised_prompt, index = i,
     }, Image)
+    if entry.blob then
+      blob_of[image] = entry.blob
+    else
+      image.b64_json = entry.b64_json
+    end
     client_of[image] = client
     images[i] = image
   end
@@ -70,15 +109,38 @@ local function read_head(path)
   return head
 end
 
+local function invalid_base64(image, problem)
+  return errors.new("decode", ("image %d: b64_json is not valid base64 (%s)"):format(image.index, problem))
+end
+
+local function empty_base64(image)
+  return errors.new("decode", ("image %d: b64_json is empty"):format(image.index))
+end
+
+--- The blob of a base64 image, or nil and a decode error. Also nil, nil
+-- for an image without a blob.
+local function usable_blob(image)
+  local blob = blob_of[image]
+  if not blob then return nil, nil end
+  local problem = blob:error()
+  if problem then return nil, invalid_base64(image, problem) end
+  if #blob == 0 then return nil, empty_base64(image) end
+  return blob
+end
+
+--- Does the image carry its bytes (base64) rather than a URL?
+local function is_base64(image)
+  return blob_of[image] ~= nil or rawget(image, "b64_json") ~= nil
+end
+
 --- The decoded bytes of a b64_json image, or nil and a decode error.
 local function decode_b64(image)
+  local blob, err = usable_blob(image)
+  if err then return nil, err end
+  if blob then return blob:bytes() end
   local bytes, problem = core.base64_decode(image.b64_json)
-  if not bytes then
-    return nil, errors.new("decode", ("image %d: b64_json is not valid base64 (%s)"):format(image.index, problem))
-  end
-  if #bytes == 0 then
-    return nil, errors.new("decode", ("image %d: b64_json is empty"):format(image.index))
-  end
+  if not bytes then return nil, invalid_base64(image, problem) end
+  if #bytes == 0 then return nil, empty_base64(image) end
   return bytes
 end
 
@@ -92,7 +154,17 @@ end
 -- or decoded. Returns true or nil and an error; `tmp` is gone on failure.
 local function store(image, tmp, deadline)
   local client = client_of[image]
-  if image.b64_json then
+  if is_base64(image) then
+    local blob, blob_err = usable_blob(image)
+    if blob_err then return nil, blob_err end
+    if blob then
+      local ok, problem = blob:write(tmp)
+      if not ok then
+        os.remove(tmp)
+        return nil, io_error(problem, tmp)
+      end
+      return true
+    end
     local bytes, err = decode_b64(image)
     if not bytes then return nil, err end
     return write_file(tmp, bytes)
@@ -157,7 +229,7 @@ end
 function Image:bytes(opts)
   params.check_self(self, Image, "image.bytes", "image")
   local deadline = deadline_of(opts, "bytes", 1)
-  if self.b64_json then return decode_b64(self) end
+  if is_base64(self) then return decode_b64(self) end
   local client = client_of[self]
   local refused = check_download_url(client, self.url or "")
   if refused then return nil, refused end
@@ -169,6 +241,12 @@ end
 
 function Image:__tostring()
   if self.url then return "imgedit.image(" .. self.url .. ")" end
+  local blob = blob_of[self]
+  if blob and not rawget(self, "b64_json") then
+    -- the length b64_json would have, without building it
+    if blob:error() then return "imgedit.image(base64, invalid)" end
+    return ("imgedit.image(base64, %d characters)"):format(math.ceil(#blob / 3) * 4)
+  end
   return ("imgedit.image(base64, %d characters)"):format(#(self.b64_json or ""))
 end
 
@@ -201,7 +279,8 @@ function Result:save_all(dir, prefix, opts)
       err.saved = paths
       return nil, err
     end
-    local _, ext = file.sniff(read_head(tmp))
+    local blob = blob_of[image]
+    local _, ext = file.sniff(blob and blob:sniff(16) or read_head(tmp))
     local path, move_err = finish(tmp, base .. (ext or ".bin"))
     if not path then
       move_err.saved = paths

@@ -152,9 +152,10 @@ end
 --
 -- `spec` fields: method, url, json | body, auth (send the key and the
 -- client's headers), billed (a POST that costs money), decode (JSON
--- expected), output (stream the body to this path), deadline (absolute,
--- scheduler.now()), download (a result: no key, redirects followed, limits
--- for large bodies).
+-- expected), extract ("b64_json": the core decodes those values into
+-- `res.blobs` as they arrive, see imgedit.result), output (stream the body
+-- to this path), deadline (absolute, scheduler.now()), download (a result:
+-- no key, redirects followed, limits for large bodies).
 --
 -- Returns the result table of the last attempt, with `request_id` and
 -- `attempts`, or nil and an error.
@@ -213,6 +214,7 @@ function transport.request(client, spec)
       method = spec.method, url = url, headers = headers,
       json = spec.json, body = spec.body,
       decode = spec.decode and "json" or nil,
+      extract = spec.extract,
       output = spec.output,
       timeout = timeout, connect_timeout = cfg.connect_timeout,
       low_speed_limit = low_speed_limit, low_speed_time = low_speed_time,

@@ -111,6 +111,8 @@ local function run(client, schema, path, input)
   res, err = transport.request(client, {
     method = "POST", url = client.config.base_url .. path, json = body,
     auth = true, billed = true, decode = true,
+    -- base64 images are decoded by the core as they arrive (imgedit.result)
+    extract = body.response_format == "b64_json" and "b64_json" or nil,
     deadline = control.timeout and (scheduler.now() + control.timeout) or nil,
   })
   if not res then return nil, err end
@@ -119,15 +121,19 @@ local function run(client, schema, path, input)
     return nil, errors.new("decode", "the response lists no images (no data array)",
       { status = res.status, request_id = res.request_id })
   end
+  local blobs = res.blobs or {}
   local images = {}
   for i, entry in ipairs(raw.data) do
     if type(entry) ~= "table" or (type(entry.url) ~= "string" and type(entry.b64_json) ~= "string") then
       return nil, errors.new("decode", ("data[%d] has neither url nor b64_json"):format(i),
         { status = res.status, request_id = res.request_id })
     end
+    local b64 = type(entry.b64_json) == "string" and entry.b64_json ~= "" and entry.b64_json or nil
+    -- an extracted value: its placeholder names the blob that holds it
+    local blob = b64 and blobs[tonumber(b64:match("^imgedit%-blob:(%d+)$"))]
     images[i] = {
       url = type(entry.url) == "string" and entry.url ~= "" and entry.url or nil,
-      b64_json = type(entry.b64_json) == "string" and entry.b64_json ~= "" and entry.b64_json or nil,
+      b64_json = not blob and b64 or nil, blob = blob,
       revised_prompt = type(entry.revised_prompt) == "string" and entry.revised_prompt or nil,
     }
   end
