@@ -49,6 +49,7 @@ build = {
     ["imgedit.log"] = "lua/imgedit/log.lua",
     ["imgedit.params"] = "lua/imgedit/params.lua",
     ["imgedit.result"] = "lua/imgedit/result.lua",
+    ["imgedit.heap"] = "lua/imgedit/heap.lua",
     ["imgedit.scheduler"] = "lua/imgedit/scheduler.lua",
     ["imgedit.runtime"] = "lua/imgedit/runtime/init.lua",
     ["imgedit.runtime.blocking"] = "lua/imgedit/runtime/blocking.lua",

@@ -10,6 +10,7 @@
 -- @module imgedit.scheduler
 
 local core = require("imgedit.core")
+local heap = require("imgedit.heap")
 local runtime = require("imgedit.runtime")
 
 local scheduler = {}
@@ -85,50 +86,17 @@ local function wake(co, ...)
   handles[co].loop:wake(co, ...)
 end
 
--- Timers: a binary heap ordered by (when, seq).
+-- Timers: a heap of {at, seq, co}.
 
-local function earlier(a, b)
-  return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2])
-end
-
-function Loop:push_timer(when, co)
+function Loop:push_timer(at, co)
   self.timer_seq = self.timer_seq + 1
-  local heap = self.timers
-  heap[#heap + 1] = { when, self.timer_seq, co }
-  local i = #heap
-  while i > 1 do
-    local parent = math.floor(i / 2)
-    if not earlier(heap[i], heap[parent]) then break end
-    heap[i], heap[parent] = heap[parent], heap[i]
-    i = parent
-  end
-end
-
-function Loop:pop_timer()
-  local heap = self.timers
-  local top = heap[1]
-  local last = heap[#heap]
-  heap[#heap] = nil
-  local n = #heap
-  if n > 0 then
-    heap[1] = last
-    local i = 1
-    while true do
-      local l, r, smallest = 2 * i, 2 * i + 1, i
-      if l <= n and earlier(heap[l], heap[smallest]) then smallest = l end
-      if r <= n and earlier(heap[r], heap[smallest]) then smallest = r end
-      if smallest == i then break end
-      heap[i], heap[smallest] = heap[smallest], heap[i]
-      i = smallest
-    end
-  end
-  return top
+  heap.push(self.timers, { at = at, seq = self.timer_seq, co = co })
 end
 
 --- Seconds until the loop's next timer is due (0 when overdue), or nil.
 function Loop:next_timer()
   local top = self.timers[1]
-  return top and math.max(0, top[1] - core.now()) or nil
+  return top and math.max(0, top.at - core.now()) or nil
 end
 
 -- Handles ---------------------------------------------------------------------------
@@ -200,9 +168,8 @@ function Loop:step()
   runtime.current().perform(scheduler.multi())
   scheduler.harvest()
   local now = core.now()
-  while self.timers[1] and self.timers[1][1] <= now do
-    local co = self:pop_timer()[3]
-    self:wake(co)
+  while self.timers[1] and self.timers[1].at <= now do
+    self:wake(heap.pop(self.timers).co)
   end
   self.stepping = false
 end

@@ -24,6 +24,8 @@
 
 local socket = require("socket")
 local cjson = require("cjson")
+-- timers: {at, seq, fn}
+local heap = require("imgedit.heap")
 
 local M = {}
 
@@ -185,39 +187,6 @@ local function set_remove(set, s)
   set.index[s] = nil
 end
 
--- Binary min-heap of {at, seq, fn}; seq keeps equal times in FIFO order.
-local function earlier(a, b)
-  return a.at < b.at or (a.at == b.at and a.seq < b.seq)
-end
-
-local function heap_push(heap, item)
-  local i = #heap + 1
-  heap[i] = item
-  while i > 1 do
-    local parent = math.floor(i / 2)
-    if not earlier(heap[i], heap[parent]) then break end
-    heap[i], heap[parent] = heap[parent], heap[i]
-    i = parent
-  end
-end
-
-local function heap_pop(heap)
-  local top, n = heap[1], #heap
-  heap[1] = heap[n]
-  heap[n] = nil
-  n = n - 1
-  local i = 1
-  while 2 * i <= n do
-    local l, r, m = 2 * i, 2 * i + 1, i
-    if l <= n and earlier(heap[l], heap[m]) then m = l end
-    if r <= n and earlier(heap[r], heap[m]) then m = r end
-    if m == i then break end
-    heap[i], heap[m] = heap[m], heap[i]
-    i = m
-  end
-  return top
-end
-
 -- Server ----------------------------------------------------------------------
 
 local Server = {}
@@ -241,7 +210,7 @@ end
 --- Calls fn() (outside any connection) after `seconds`.
 function Server:after(seconds, fn)
   self.timer_seq = self.timer_seq + 1
-  heap_push(self.timers, {at = socket.gettime() + seconds, seq = self.timer_seq, fn = fn})
+  heap.push(self.timers, {at = socket.gettime() + seconds, seq = self.timer_seq, fn = fn})
 end
 
 --- Calls fn() whenever obj (anything with getfd(), e.g. a socket) is readable.
@@ -379,7 +348,7 @@ function Server:run()
     local limit = self.timer_seq
     while self.running and self.timers[1] and self.timers[1].at <= now
         and self.timers[1].seq <= limit do
-      heap_pop(self.timers).fn()
+      heap.pop(self.timers).fn()
     end
   end
   self:close()
