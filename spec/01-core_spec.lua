@@ -52,7 +52,9 @@ local shell_quote = helpers.shell_quote
 
 -- Answers one connection with `response` (raw bytes), then closes it. Driven
 -- by calling server.tick() from the wait loop: curl runs in this thread too.
-local function raw_server(response)
+-- With `piece`, at most that many bytes go out per tick, so that the answer
+-- reaches curl in many reads.
+local function raw_server(response, piece)
   local listener = assert(socket.bind("127.0.0.1", 0))
   listener:settimeout(0)
   local _, port = listener:getsockname()
@@ -72,8 +74,8 @@ local function raw_server(response)
       return
     end
     if sent < #response then
-      local last, _, partial = conn:send(response, sent + 1)
-      sent = last or partial
+      local last, _, partial = conn:send(response, sent + 1, math.min(#response, sent + (piece or #response)))
+      sent = last or partial or sent
       if sent >= #response then conn:close() end
     end
   end
@@ -407,31 +409,8 @@ describe("imgedit.core", function()
     -- (one piece per turn of the wait loop), so that it reaches curl in
     -- many reads; the fuzzer (fuzz/extract.c) covers every other split.
     local function json_server(body, piece)
-      local response = ("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s")
-        :format(#body, body)
-      local listener = assert(socket.bind("127.0.0.1", 0))
-      listener:settimeout(0)
-      local _, port = listener:getsockname()
-      local server = {url = "http://127.0.0.1:" .. port .. "/json"}
-      local conn, request, sent = nil, "", nil
-      function server.tick()
-        if not conn then
-          conn = listener:accept()
-          if conn then conn:settimeout(0) end
-        elseif not sent then
-          local data, _, partial = conn:receive(65536)
-          request = request .. (data or partial or "")
-          if request:find("\r\n\r\n", 1, true) then sent = 0 end
-        elseif sent < #response then
-          local last, _, partial = conn:send(response, sent + 1, math.min(#response, sent + (piece or #response)))
-          sent = last or partial or sent
-        end
-      end
-      function server.close()
-        if conn then conn:close() end
-        listener:close()
-      end
-      return server
+      return raw_server(("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s")
+        :format(#body, body), piece)
     end
 
     local IMAGE = "\137PNG\r\n\26\n" .. ("\0\1\2\255\254\253/?>"):rep(50)
