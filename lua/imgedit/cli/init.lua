@@ -73,6 +73,17 @@ local function add_name_and_model(cmd)
       :argname("<prefix>")
 end
 
+--- The powertokens generation options edit and generate share, then --name
+-- and --model.
+local function add_generation_options(cmd)
+  return cmd:option("--format", "powertokens: url (default) or b64_json."):choices({ "url", "b64_json" })
+      :argname("<fmt>"),
+    cmd:option("--seed", "powertokens: random seed, 0-2147483647.")
+      :convert(number_arg("--seed", 0, 2147483647, true)):argname("<n>"),
+    cmd:option("--negative", "powertokens: what to avoid (negative prompt)."):argname("<text>"),
+    add_name_and_model(cmd)
+end
+
 --- The argument parser.
 function cli.parser()
   local parser = argparse("imgedit", "Edit and generate images through the foxapi and powertokens image APIs.")
@@ -105,12 +116,7 @@ object).]])
     edit:option("--resolution", "foxapi: 1K (default) or 4K."):choices({ "1K", "4K" }):argname("<res>"),
     edit:option("--size", "powertokens: WxH, e.g. 1536x1024 (512x512 to 2048x2048 pixels).")
       :argname("<WxH>"),
-    edit:option("--format", "powertokens: url (default) or b64_json."):choices({ "url", "b64_json" })
-      :argname("<fmt>"),
-    edit:option("--seed", "powertokens: random seed, 0-2147483647.")
-      :convert(number_arg("--seed", 0, 2147483647, true)):argname("<n>"),
-    edit:option("--negative", "powertokens: what to avoid (negative prompt)."):argname("<text>"),
-    add_name_and_model(edit))
+    add_generation_options(edit))
   add_common(edit)
 
   local generate = parser:command("generate", "Make images from a prompt; saves the results.")
@@ -127,12 +133,7 @@ Examples:
     generate:option("--aspect-ratio", "foxapi: 1:1 (default), 2:3, 3:2, 3:4, 4:3, 9:16 or 16:9.")
       :choices({ "1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9" }):argname("<ratio>"),
     generate:option("--size", "powertokens: WxH, e.g. 1536x1024."):argname("<WxH>"),
-    generate:option("--format", "powertokens: url (default) or b64_json."):choices({ "url", "b64_json" })
-      :argname("<fmt>"),
-    generate:option("--seed", "powertokens: random seed, 0-2147483647.")
-      :convert(number_arg("--seed", 0, 2147483647, true)):argname("<n>"),
-    generate:option("--negative", "powertokens: what to avoid (negative prompt)."):argname("<text>"),
-    add_name_and_model(generate))
+    add_generation_options(generate))
   add_common(generate)
 
   local enhance = parser:command("enhance", "Enhance one image (foxapi phota-image-enhance); saves the result.")
