@@ -79,6 +79,10 @@ demo: deps
 
 lint: deps
 	luacheck $(wildcard lua spec examples bench bin/* .ci/*.lua)
+	@# the rockspec lists its files one by one: none may be forgotten
+	@for f in $(SRC) $$(find lua -name '*.lua'); do \
+	  grep -q "\"$$f\"" imgedit-scm-1.rockspec || { echo "imgedit-scm-1.rockspec does not list $$f"; exit 1; }; \
+	done
 	$(MAKE) --no-print-directory -B all BUILD=build/lint-$(LUA) EXTRA_CFLAGS=-Werror
 
 # The rockspec builds and installs into a scratch tree for each interpreter

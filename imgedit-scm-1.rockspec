@@ -50,6 +50,7 @@ build = {
     ["imgedit.params"] = "lua/imgedit/params.lua",
     ["imgedit.result"] = "lua/imgedit/result.lua",
     ["imgedit.heap"] = "lua/imgedit/heap.lua",
+    ["imgedit.meta"] = "lua/imgedit/meta.lua",
     ["imgedit.scheduler"] = "lua/imgedit/scheduler.lua",
     ["imgedit.runtime"] = "lua/imgedit/runtime/init.lua",
     ["imgedit.runtime.blocking"] = "lua/imgedit/runtime/blocking.lua",
