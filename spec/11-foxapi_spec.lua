@@ -196,7 +196,6 @@ describe("foxapi", function()
       { "resolution", { prompt = "p", images = { SEED_URL }, resolution = "2K" }, 'resolution must be one of "1K"' },
       { "profile_ids", { prompt = "p", images = { SEED_URL }, profile_ids = { 1 } }, "profile_ids [1]" },
       { "unknown parameter", { prompt = "p", images = { SEED_URL }, seed = 1 }, 'unknown parameter "seed"' },
-      { "unknown model", { prompt = "p", images = { SEED_URL }, model = "phota-x" }, "unknown model" },
       { "timeout", { prompt = "p", images = { SEED_URL }, timeout = -1 }, "timeout must be a positive" },
       { "on_progress", { prompt = "p", images = { SEED_URL }, on_progress = 1 }, "on_progress must be a function" },
     }

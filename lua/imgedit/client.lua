@@ -1,13 +1,15 @@
 --- Clients: `imgedit.client(provider, opts)`.
 --
 -- A client holds one provider's options and dispatches the operations
--- (`edit`, `generate`, ...) to the provider module
--- `imgedit.providers.<name>`; adding a provider is adding that one file.
+-- (`edit`, `generate`, ...) to the provider's descriptor
+-- (`imgedit.providers`), which implements them; nothing here knows a
+-- provider's name, models or wire format.
 -- @module imgedit.client
 
 local core = require("imgedit.core")
 local errors = require("imgedit.errors")
 local params = require("imgedit.params")
+local providers = require("imgedit.providers")
 local scheduler = require("imgedit.scheduler")
 local task = require("imgedit.task")
 local transport = require("imgedit.transport")
@@ -17,26 +19,26 @@ local client = {}
 local Client = {}
 Client.__index = Client
 
---- The operations a provider may offer, in the order the docs list them.
-client.OPERATIONS = { "edit", "generate", "enhance", "create_profile", "submit", "task" }
-
 local MIB = 1024 * 1024
 
---- Options every client accepts, with their checks (API.md, Clients).
-local OPTION_CHECKS = {
-  api_key = params.checks.text(),
-  base_url = params.checks.text(),
-  timeout = params.checks.number(0.001, 1e9),
-  connect_timeout = params.checks.number(0.001, 1e9),
-  max_retries = params.checks.integer(0, 10),
-  proxy = params.checks.text(),
-  ca_file = params.checks.text(),
-  user_agent = params.checks.text(),
-  insecure = params.checks.boolean,
-  allow_http = params.checks.boolean,
-  max_response_bytes = params.checks.integer(1, 2 ^ 52),
-  max_in_flight = params.checks.integer(1, 100000),
+--- Options every client accepts, described as fields are, and checked so.
+local OPTIONS = {
+  api_key = { type = "string" },
+  base_url = { type = "string", plain = true },
+  timeout = { type = "number", min = 0.001, max = 1e9 },
+  connect_timeout = { type = "number", min = 0.001, max = 1e9 },
+  max_retries = { type = "integer", min = 0, max = 10 },
+  proxy = { type = "string", plain = true },
+  ca_file = { type = "string", plain = true },
+  user_agent = { type = "string", plain = true },
+  insecure = { type = "boolean" },
+  allow_http = { type = "boolean" },
+  max_response_bytes = { type = "integer", min = 1, max = 2 ^ 52 },
+  max_in_flight = { type = "integer", min = 1, max = 100000 },
+  strict_models = { type = "boolean" },
 }
+local OPTION_CHECKS = {}
+for name, spec in pairs(OPTIONS) do OPTION_CHECKS[name] = params.check(spec) end
 
 local function invalid(message)
   return nil, errors.new("invalid_request", message)
@@ -69,18 +71,8 @@ local function header_lines(headers)
   return lines
 end
 
-local function provider_named(name)
-  if not name:match("^[%w_]+$") then return nil end
-  local ok, provider = pcall(require, "imgedit.providers." .. name)
-  if ok and type(provider) == "table" then return provider end
-  if not ok and not tostring(provider):find("module 'imgedit.providers." .. name .. "' not found", 1, true) then
-    error(provider, 0) -- a broken provider file is a bug to show, not to hide
-  end
-  return nil
-end
-
 --- Creates a client.
--- @tparam string provider "foxapi" or "powertokens"
+-- @tparam string provider a provider's name (`imgedit.providers.names()`)
 -- @tparam[opt] table opts see API.md (api_key, base_url, timeout, ...)
 -- @return a client, or nil and an `invalid_request` error
 function client.new(provider, opts)
@@ -89,14 +81,15 @@ function client.new(provider, opts)
   opts = opts or {}
 
   local name = provider
-  provider = provider_named(name)
+  provider = providers.get(name)
   if not provider then
-    return invalid(("unknown provider %q: use \"foxapi\" or \"powertokens\""):format(name))
+    return invalid(("unknown provider %s: use %s"):format(params.show(name), providers.listed()))
   end
 
   local config = {
     timeout = provider.timeout, connect_timeout = 10, max_retries = 2,
     max_response_bytes = 256 * MIB, max_in_flight = 64, allow_http = false, insecure = false,
+    strict_models = false,
     user_agent = ("imgedit/%s (%s)"):format(core.version, core.curl_version:match("^(%S+)") or "libcurl"),
     header_lines = {},
   }
@@ -153,17 +146,33 @@ function client.new(provider, opts)
   return self
 end
 
-for _, name in ipairs(client.OPERATIONS) do
+--- The operations of every provider, in registry order: each client has a
+-- method for each, and one its provider lacks says so.
+local OPERATIONS, offered_by = {}, {}
+for _, name in ipairs(providers.names()) do
+  local d = providers.get(name)
+  local ops = {}
+  for _, op in ipairs(d.operations) do ops[#ops + 1] = op end
+  if d.asynchronous then
+    ops[#ops + 1] = "submit"
+    ops[#ops + 1] = "task"
+  end
+  offered_by[name] = ops
+  for _, op in ipairs(ops) do
+    if not OPERATIONS[op] then
+      OPERATIONS[op] = true
+      OPERATIONS[#OPERATIONS + 1] = op
+    end
+  end
+end
+
+for _, name in ipairs(OPERATIONS) do
   Client[name] = function(self, ...)
     params.check_self(self, Client, "client." .. name, "imgedit client")
-    local operation = self.provider.operations[name]
+    local operation = self.provider.implementation[name]
     if not operation then
-      local offered = {}
-      for _, op in ipairs(client.OPERATIONS) do
-        if self.provider.operations[op] then offered[#offered + 1] = op end
-      end
       return invalid(("%s has no %s operation (it offers: %s)"):format(self.provider.name, name,
-        table.concat(offered, ", ")))
+        table.concat(offered_by[self.provider.name], ", ")))
     end
     local input = ...
     if name == "task" then
@@ -173,6 +182,18 @@ for _, name in ipairs(client.OPERATIONS) do
     end
     return operation(self, input)
   end
+end
+
+--- One authenticated request of client `c` to its base URL plus `path`,
+-- never retried: what `imgedit doctor --ping` asks a provider with
+-- (descriptor.ping). Returns `{status =, request_id =}` for any HTTP
+-- answer, or nil and an error when there was none (or no key).
+function client.probe(c, method, path)
+  params.check_self(c, Client, "client.probe", "imgedit client")
+  local res, err = transport.request(c, { method = method, url = c.config.base_url .. path, auth = true,
+                                          max_attempts = 1, any_status = true })
+  if not res then return nil, err end
+  return { status = res.status, request_id = res.request_id }
 end
 
 function Client:__tostring()

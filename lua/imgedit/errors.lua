@@ -56,7 +56,8 @@ end
 --- Creates an error.
 -- @tparam string kind one of `errors.KINDS`
 -- @tparam string message what happened, in words a user understands
--- @tparam[opt] table fields extra fields (status, code, type, request_id, ...)
+-- @tparam[opt] table fields extra fields (status, code, type, request_id,
+--   ...; `advice`: what to do, instead of the kind's usual advice)
 -- @tparam[opt] string secret a value that must never appear in the error
 function errors.new(kind, message, fields, secret)
   assert(errors.KINDS[kind], "imgedit internal error: unknown error kind")
@@ -67,7 +68,7 @@ function errors.new(kind, message, fields, secret)
   err.kind = kind
   err.message = errors.redact(message, secret)
   if err.retryable == nil then err.retryable = false end
-  for _, field in ipairs({ "code", "type" }) do
+  for _, field in ipairs({ "code", "type", "advice" }) do
     err[field] = errors.redact(err[field], secret)
   end
   return setmetatable(err, Error)
@@ -78,9 +79,20 @@ function errors.is(value)
   return getmetatable(value) == Error
 end
 
---- The error kind that an HTTP status maps to (API.md, Errors).
-function errors.kind_for_status(status)
-  if status == 401 then return "auth" end
+--- The kinds of the error types both gateways use (the OpenAI convention:
+-- `{"error": {"type": ...}}`), which say more than some statuses do.
+local KIND_OF_TYPE = {
+  authentication_error = "auth", permission_error = "auth",
+  insufficient_quota = "quota",
+  not_found = "not_found", not_found_error = "not_found",
+  rate_limit_error = "rate_limited",
+}
+
+--- The error kind that an HTTP status (and the body's error type, when
+-- there is one) maps to.
+function errors.kind_for_status(status, error_type)
+  if status >= 400 and status < 500 and KIND_OF_TYPE[error_type] then return KIND_OF_TYPE[error_type] end
+  if status == 401 or status == 403 then return "auth" end
   if status == 402 then return "quota" end
   if status == 404 then return "not_found" end
   if status == 429 then return "rate_limited" end
@@ -102,7 +114,7 @@ function Error:__tostring()
   if #details > 0 then line = line .. " (" .. table.concat(details, ", ") .. ")" end
   -- one line, whatever the provider put in its message
   line = line:gsub("[\r\n]+", " ")
-  return line .. "; " .. ADVICE[self.kind]
+  return line .. "; " .. (self.advice or ADVICE[self.kind])
 end
 
 return errors

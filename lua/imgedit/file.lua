@@ -7,7 +7,6 @@
 
 local core = require("imgedit.core")
 local errors = require("imgedit.errors")
-local params = require("imgedit.params")
 
 local file = {}
 
@@ -31,8 +30,14 @@ end
 -- @tparam string path
 -- @tparam[opt] string mime e.g. "image/png"; detected from the content if absent
 function file.new(path, mime)
-  if type(path) ~= "string" then params.argerror(1, "file", "string", path) end
-  if mime ~= nil and type(mime) ~= "string" then params.argerror(2, "file", "string", mime) end
+  -- raised as luaL_argerror would (imgedit.params, which cannot be required
+  -- here: it requires this module)
+  if type(path) ~= "string" then
+    error(("bad argument #1 to 'file' (string expected, got %s)"):format(type(path)), 2)
+  end
+  if mime ~= nil and type(mime) ~= "string" then
+    error(("bad argument #2 to 'file' (string expected, got %s)"):format(type(mime)), 2)
+  end
   return setmetatable({ path = path, mime = mime }, File)
 end
 

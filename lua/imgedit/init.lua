@@ -14,16 +14,39 @@ local errors = require("imgedit.errors")
 local file = require("imgedit.file")
 local log = require("imgedit.log")
 local params = require("imgedit.params")
+local providers = require("imgedit.providers")
 local runtime = require("imgedit.runtime")
 local scheduler = require("imgedit.scheduler")
 
 local imgedit = {
   _VERSION = core.version,
+  --- JSON null, for parameters that take it (e.g. `profile_ids = imgedit.null`).
+  null = params.null,
 }
 
---- Creates a client for a provider ("foxapi" or "powertokens").
+--- Creates a client for a provider (`imgedit.providers()` lists them).
 -- @function client
 imgedit.client = client.new
+
+--- The names of the providers imgedit speaks, e.g. `{"foxapi", "powertokens"}`.
+function imgedit.providers()
+  return providers.names()
+end
+
+--- The model catalog of `provider`, as plain data: one entry per model,
+-- `{name, doc, operations, default_for, fields}`, each field `{name, wire,
+-- type, required, default, min, max, max_length, choices, ...}` (see
+-- `imgedit.params` for every property). Returns nil and an
+-- `invalid_request` error for an unknown provider.
+function imgedit.models(provider)
+  if type(provider) ~= "string" then params.argerror(1, "models", "string", provider) end
+  local d = providers.get(provider)
+  if not d then
+    return nil, errors.new("invalid_request", ("unknown provider %s: use %s"):format(params.show(provider),
+      providers.listed()))
+  end
+  return providers.catalog(d)
+end
 
 --- A local image file, sent as a data: URI where the provider accepts one.
 -- @function file

@@ -39,4 +39,14 @@ function log.attempt(record)
   sink(line, record)
 end
 
+--- Reports a request sent without full validation (a model outside the
+-- catalog, a body given as is, extra fields): one line, before it is sent.
+-- `record` has operation, provider, model and note (why) fields.
+function log.unvalidated(record)
+  if not sink then return end
+  local line = ("imgedit: %s %s: unvalidated request: %s"):format(record.provider, record.operation,
+    record.note)
+  sink(line, record)
+end
+
 return log

@@ -1,14 +1,54 @@
---- Parameter schemas: validation of user input before anything is sent.
+--- Parameter validation: catalog fields compiled into checks, run on a
+-- caller's table before anything is sent.
 --
--- A provider describes each operation as a list of fields; `params.build`
--- checks a user's table against it and returns the wire body. Every problem
--- becomes an `invalid_request` error naming the field and the fix, and no
--- request is made.
+-- A provider's catalog (`imgedit.providers.<name>`) describes each model's
+-- fields as plain data: name, wire name, type, range, length, choices,
+-- default, the operations a field belongs to. `params.compile` turns one
+-- model's fields for one operation into a schema once; `params.build` checks
+-- a caller's table against it and returns the wire body (flat, under wire
+-- names: the provider shapes it further). Every problem becomes an
+-- `invalid_request` error naming the field and the fix, and no request is
+-- made.
+--
+-- Field properties (all but `name` and `type` optional):
+--
+--   name         the friendly name callers use
+--   wire         the name on the wire (also accepted from callers), default `name`
+--   type         "string", "integer", "number", "boolean", "array" or "object"
+--   required     the field must be given
+--   operations   the operations the field belongs to (default: all the model's)
+--   default      what the server assumes when the field is absent (documentation)
+--   send_default the default is sent when the field is absent
+--   min, max     numbers: the range, inclusive
+--   max_length   strings: the most characters (code points)
+--   plain        strings: no control characters (NUL, CR, LF...): for values
+--                that end up in a URL, a header or a path
+--   choices      strings: the values allowed
+--   format       strings: "url" (public http(s)), "image" (an image the
+--                provider can take: a URL, or a data: URI / imgedit.file where
+--                it takes local files), "size" ("W*H", "WxH" or a preset)
+--   presets, min_pixels, max_pixels    format "size"
+--   items        arrays: the field-like description of each item
+--   min_items, max_items               arrays
+--   properties   objects: name -> field-like description (others refused)
+--   variants     a list of field-like descriptions; a value valid for any is valid
+--   nullable     JSON null (`imgedit.null`) is accepted and sent
+--   when         { {field = name, equals = value, <property> = ...}, ... }:
+--                properties that apply while another field has that value
+--   same_length_as  arrays: as many items as that other array field
+--   into         where the provider puts the value (powertokens: "text" or
+--                "image" items of the user message)
+--   doc          one line for people
 -- @module imgedit.params
 
 local errors = require("imgedit.errors")
+local file = require("imgedit.file")
 
 local params = {}
+
+--- JSON null: the same value for every lua-cjson instance.
+local NULL = require("cjson").null
+params.null = NULL
 
 --- Raises the Lua error that `luaL_argerror` would: a wrong Lua type is a
 -- programming mistake, not a run-time failure.
@@ -26,28 +66,67 @@ function params.check_self(self, mt, fname, what)
   end
 end
 
+--- Integers beyond 2^53 cannot all be told apart as numbers: refused.
+local MAX_EXACT = 2 ^ 53
+
+--- A whole, finite number whose value survives a double (|v| <= 2^53).
 local function is_integer(v)
-  return type(v) == "number" and v == math.floor(v) and v > -math.huge and v < math.huge
+  return type(v) == "number" and v == math.floor(v) and v >= -MAX_EXACT and v <= MAX_EXACT
 end
 params.is_integer = is_integer
 
---- Length of a UTF-8 string in code points, or nil when it is not valid UTF-8.
--- Written out (not `utf8.len`) so that 5.1 and LuaJIT count the same way.
+--- A number that is neither NaN nor infinite.
+local function is_finite(v)
+  return type(v) == "number" and v == v and v > -math.huge and v < math.huge
+end
+params.is_finite = is_finite
+
+--- A short printable rendering of a value for error messages: strings
+-- quoted and cut, numbers readable (NaN, infinities, huge values), other
+-- values by their type.
+function params.show(v)
+  local kind = type(v)
+  if kind == "string" then
+    if #v > 40 then v = v:sub(1, 37) .. "..." end
+    return (("%q"):format(v):gsub("\\\n", "\\n"))
+  elseif kind == "number" then
+    if v ~= v then return "NaN" end
+    if v == math.huge then return "infinity" end
+    if v == -math.huge then return "-infinity" end
+    if v == math.floor(v) and v >= -MAX_EXACT and v <= MAX_EXACT then return ("%d"):format(v) end
+    return ("%.17g"):format(v)
+  elseif kind == "boolean" or kind == "nil" then
+    return tostring(v)
+  elseif v == NULL then
+    return "null"
+  end
+  return "a " .. kind
+end
+local show = params.show
+
+--- Length of a UTF-8 string in code points, or nil when it is not valid
+-- UTF-8 (overlong forms, surrogates and code points above U+10FFFF are not).
+-- Written out (not `utf8.len`) so that every interpreter counts the same way.
 function params.utf8_length(s)
   -- plain ASCII, the common case, is counted by the C string library
   if not s:find("[\128-\255]") then return #s end
   local count, i, n = 0, 1, #s
   while i <= n do
     local c = s:byte(i)
-    local extra
-    if c < 0x80 then extra = 0
+    local extra, low, high = 0, 0x80, 0xBF
+    if c < 0x80 then -- luacheck: ignore 542 (one byte: nothing more to read)
     elseif c >= 0xC2 and c <= 0xDF then extra = 1
-    elseif c >= 0xE0 and c <= 0xEF then extra = 2
-    elseif c >= 0xF0 and c <= 0xF4 then extra = 3
+    elseif c == 0xE0 then extra, low = 2, 0xA0
+    elseif c == 0xED then extra, high = 2, 0x9F -- no surrogates
+    elseif c >= 0xE1 and c <= 0xEF then extra = 2
+    elseif c == 0xF0 then extra, low = 3, 0x90
+    elseif c >= 0xF1 and c <= 0xF3 then extra = 3
+    elseif c == 0xF4 then extra, high = 3, 0x8F -- nothing above U+10FFFF
     else return nil end
     for k = i + 1, i + extra do
       local cc = s:byte(k)
-      if not cc or cc < 0x80 or cc > 0xBF then return nil end
+      if not cc or cc < low or cc > high then return nil end
+      low, high = 0x80, 0xBF
     end
     i = i + extra + 1
     count = count + 1
@@ -55,87 +134,168 @@ function params.utf8_length(s)
   return count
 end
 
--- Checks: each returns the value to send, or nil and what is wrong with it.
+--- A public http(s) URL: the problem with `v`, or nil.
+function params.url_problem(v)
+  if type(v) ~= "string" then return "must be a URL string, got " .. show(v) end
+  if not v:match("^[hH][tT][tT][pP][sS]?://[^/%s]") or v:find("[%s%z]") then
+    return ("must be an http(s) URL, got %s"):format(show(v))
+  end
+  return nil
+end
 
-local checks = {}
-params.checks = checks
+-- Checks --------------------------------------------------------------------------
+--
+-- A check takes a value and returns the value to send, or nil and what is
+-- wrong with it (the end of a sentence that starts with the field's name).
 
-function checks.text(opts)
-  opts = opts or {}
-  return function(v)
-    if type(v) ~= "string" then return nil, "must be a string, got " .. type(v) end
-    local len = params.utf8_length(v)
-    if not len then return nil, "is not valid UTF-8 text" end
-    if len == 0 and not opts.empty then return nil, "must not be empty" end
-    if opts.max and len > opts.max then
-      return nil, ("is %d characters long; the limit is %d"):format(len, opts.max)
+local compile_check -- forward: a field-like description to a check
+
+local function check_string(spec, ctx)
+  local choices, listed
+  if spec.choices then
+    choices = {}
+    for _, c in ipairs(spec.choices) do choices[c] = true end
+    listed = '"' .. table.concat(spec.choices, '", "') .. '"'
+  end
+  local max_length, format = spec.max_length, spec.format
+  local size
+  if format == "size" then
+    local presets = {}
+    for _, p in ipairs(spec.presets or {}) do presets[p] = true end
+    local example = spec.presets and ('be "' .. table.concat(spec.presets, '", "') .. '" or ') or ""
+    size = function(v)
+      if presets[v] then return v end
+      local w, h = v:match("^(%d+)%s*[*xX]%s*(%d+)$")
+      if not w or #w > 9 or #h > 9 then
+        return nil, ('must %slook like "1536*1024" or "1536x1024" (W*H in pixels), got %s')
+          :format(example, show(v))
+      end
+      -- floats: the product of two 9-digit numbers stays exact enough and never wraps
+      local pixels = (tonumber(w) + 0.0) * tonumber(h)
+      if (spec.min_pixels and pixels < spec.min_pixels) or (spec.max_pixels and pixels > spec.max_pixels) then
+        local function square(p) local side = math.floor(math.sqrt(p) + 0.5) return side .. "*" .. side end
+        return nil, ("is %s*%s = %s pixels; it must have between %s and %s pixels in total")
+          :format(w, h, show(pixels), square(spec.min_pixels or 1), square(spec.max_pixels or MAX_EXACT))
+      end
+      return ("%d*%d"):format(tonumber(w), tonumber(h))
     end
-    return v
   end
-end
-
-function checks.one_of(choices)
-  local set = {}
-  for _, c in ipairs(choices) do set[c] = true end
-  local listed = '"' .. table.concat(choices, '", "') .. '"'
   return function(v)
-    if not set[v] then
-      return nil, ("must be one of %s, got %s"):format(listed, params.show(v))
-    end
-    return v
-  end
-end
-
-function checks.integer(min, max)
-  return function(v)
-    if not is_integer(v) then return nil, "must be an integer, got " .. params.show(v) end
-    if (min and v < min) or (max and v > max) then
-      if max then return nil, ("must be between %d and %d, got %d"):format(min, max, v) end
-      return nil, ("must be at least %d, got %d"):format(min, v)
-    end
-    return math.floor(v)
-  end
-end
-
-function checks.number(min, max)
-  return function(v)
-    if type(v) ~= "number" or v ~= v then return nil, "must be a number, got " .. params.show(v) end
-    if v < min or v > max then
-      return nil, ("must be between %s and %s, got %s"):format(min, max, v)
-    end
-    return v
-  end
-end
-
-function checks.boolean(v)
-  if type(v) ~= "boolean" then return nil, "must be true or false, got " .. params.show(v) end
-  return v
-end
-
---- A public http(s) URL.
-function checks.url(v)
-  if type(v) ~= "string" then return nil, "must be a URL string, got " .. type(v) end
-  if not v:match("^[hH][tT][tT][pP][sS]?://[^/%s]+") or v:find("%s") then
-    return nil, ("must be an http(s) URL, got %s"):format(params.show(v))
-  end
-  return v
-end
-
---- A non-empty array whose every item passes `item`.
-function checks.array(item, opts)
-  opts = opts or {}
-  return function(v)
-    if type(v) ~= "table" then return nil, "must be an array, got " .. type(v) end
-    local n = #v
-    for k in pairs(v) do
-      if not is_integer(k) or k < 1 or k > n then
-        return nil, "must be an array (keys 1..n), found key " .. params.show(k)
+    if format == "image" then
+      if file.is(v) then
+        if not ctx.local_files then
+          return nil, ("is a local file (%s): %s only takes public URLs; upload it and pass its URL%s")
+            :format(v.path, ctx.provider, ctx.files_elsewhere or "")
+        end
+        return v
+      end
+      if type(v) == "string" and v:match("^data:") then
+        if not ctx.local_files then
+          return nil, ("is a data: URI: %s only takes public http(s) URLs"):format(ctx.provider)
+        end
+        local payload = v:match("^data:image/[%w.+-]+;base64,(.*)$")
+        if not payload or payload == "" or not payload:match("^[%w+/]+=?=?$") then
+          return nil, "is not a data:image/<type>;base64,<data> URI"
+        end
+        return v
       end
     end
-    if n == 0 and not opts.empty then return nil, "must not be empty" end
+    if type(v) ~= "string" then return nil, "must be a string, got " .. show(v) end
+    if format == "url" or format == "image" then
+      local problem = params.url_problem(v)
+      if problem then
+        if format == "image" and ctx.local_files then
+          problem = problem .. " (or a data:image URI, or imgedit.file(path))"
+        end
+        return nil, problem
+      end
+      return v
+    end
+    local len = params.utf8_length(v)
+    if not len then return nil, "is not valid UTF-8 text" end
+    if len == 0 then return nil, "must not be empty" end
+    if spec.plain and v:find("[%c\127]") then
+      return nil, "must not contain control characters (NUL, CR, LF, ...), got " .. show(v)
+    end
+    if size then return size(v) end
+    if choices and not choices[v] then
+      return nil, ("must be one of %s, got %s"):format(listed, show(v))
+    end
+    if max_length and len > max_length then
+      return nil, ("is %d characters long; the limit is %d"):format(len, max_length)
+    end
+    return v
+  end
+end
+
+local function range_problem(v, min, max)
+  if (min and v < min) or (max and v > max) then
+    if min and max then return ("must be between %s and %s, got %s"):format(show(min), show(max), show(v)) end
+    if min then return ("must be at least %s, got %s"):format(show(min), show(v)) end
+    return ("must be at most %s, got %s"):format(show(max), show(v))
+  end
+  return nil
+end
+
+local function check_integer(spec)
+  local min, max = spec.min, spec.max
+  return function(v)
+    if not is_integer(v) then
+      if is_finite(v) and v == math.floor(v) then
+        return nil, ("must be an integer of at most 2^53 in size, got %s"):format(show(v))
+      end
+      return nil, "must be an integer, got " .. show(v)
+    end
+    local problem = range_problem(v, min, max)
+    if problem then return nil, problem end
+    return (math.tointeger and math.tointeger(v)) or v
+  end
+end
+
+local function check_number(spec)
+  local min, max = spec.min, spec.max
+  return function(v)
+    if type(v) ~= "number" then return nil, "must be a number, got " .. show(v) end
+    if not is_finite(v) then return nil, "must be a finite number, got " .. show(v) end
+    local problem = range_problem(v, min, max)
+    if problem then return nil, problem end
+    return v
+  end
+end
+
+local function check_boolean(v)
+  if type(v) ~= "boolean" then return nil, "must be true or false, got " .. show(v) end
+  return v
+end
+
+--- The length of `v` when it is a Lua array (keys exactly 1..n), else nil
+-- and the offending key.
+local function array_length(v)
+  local n = #v
+  for k in pairs(v) do
+    if not is_integer(k) or k < 1 or k > n then return nil, k end
+  end
+  return n
+end
+params.array_length = array_length
+
+local function check_array(spec, ctx)
+  local item = compile_check(spec.items or {}, ctx)
+  local min_items, max_items = spec.min_items, spec.max_items
+  return function(v)
+    if type(v) ~= "table" or file.is(v) then return nil, "must be an array, got " .. show(v) end
+    local n, key = array_length(v)
+    if not n then return nil, "must be an array (keys 1..n), found key " .. show(key) end
+    if n == 0 and (min_items or 0) > 0 then return nil, "must not be empty" end
+    if min_items and n < min_items then
+      return nil, ("has %d item%s; it needs at least %d"):format(n, n == 1 and "" or "s", min_items)
+    end
+    if max_items and n > max_items then
+      return nil, ("has %d items; the limit is %d"):format(n, max_items)
+    end
     local out = {}
     for i = 1, n do
-      local value, problem = item(v[i], i)
+      local value, problem = item(v[i])
       if problem then return nil, ("[%d] %s"):format(i, problem) end
       out[i] = value
     end
@@ -143,87 +303,469 @@ function checks.array(item, opts)
   end
 end
 
---- A short printable rendering of a value for error messages.
-function params.show(v)
-  if type(v) == "string" then
-    if #v > 40 then v = v:sub(1, 37) .. "..." end
-    return ("%q"):format(v)
+local function check_object(spec, ctx)
+  local properties = {}
+  for name, property in pairs(spec.properties or {}) do properties[name] = compile_check(property, ctx) end
+  local open = spec.properties == nil
+  return function(v)
+    if type(v) ~= "table" or file.is(v) then return nil, "must be an object (a table of names), got " .. show(v) end
+    local out = {}
+    for key, value in pairs(v) do
+      if type(key) ~= "string" then return nil, "must be an object: its keys must be names, found " .. show(key) end
+      if open then
+        local problem = params.json_problem(value)
+        if problem then return nil, ("%s %s"):format(key, problem) end
+        out[key] = value
+      else
+        local check = properties[key]
+        if not check then return nil, ("has an unknown field %q"):format(key) end
+        local checked, problem = check(value)
+        if problem then return nil, ("%s %s"):format(key, problem) end
+        out[key] = checked
+      end
+    end
+    return out
   end
-  return tostring(v)
 end
 
---- Validates `input` against `schema` and returns the wire body.
---
--- schema = { operation = "foxapi edit", fields = { {name, wire = , aliases = ,
---   required = , default = , check = }, ... }, control = {name = true, ...} }
---
--- Returns body, control (the per-call options), or nil and an
--- `invalid_request` error.
---- What `build` needs to know of a schema, worked out once per schema: a
--- request's validation is on the path of every call.
-local function index_of(schema)
-  local index = schema.index
-  if index then return index end
-  index = { known = {}, names_of = {} }
-  local listed = {}
-  for _, field in ipairs(schema.fields) do
-    local names = { field.name }
-    if field.wire and field.wire ~= field.name then names[#names + 1] = field.wire end
-    for _, alias in ipairs(field.aliases or {}) do names[#names + 1] = alias end
-    for _, name in ipairs(names) do index.known[name] = field end
-    index.names_of[field] = names
+local BY_TYPE = { string = check_string, integer = check_integer, number = check_number, array = check_array,
+                  object = check_object, boolean = function() return check_boolean end }
+
+local function describe_variants(variants)
+  local parts = {}
+  for _, variant in ipairs(variants) do
+    if variant.choices then
+      parts[#parts + 1] = 'one of "' .. table.concat(variant.choices, '", "') .. '"'
+    elseif variant.properties then
+      local names = {}
+      for name in pairs(variant.properties) do names[#names + 1] = name end
+      table.sort(names)
+      parts[#parts + 1] = "an object {" .. table.concat(names, ", ") .. "}"
+    else
+      parts[#parts + 1] = "a " .. variant.type
+    end
+  end
+  return table.concat(parts, ", or ")
+end
+
+function compile_check(spec, ctx)
+  local check
+  if spec.variants then
+    local list = {}
+    for i, variant in ipairs(spec.variants) do list[i] = compile_check(variant, ctx) end
+    local described = describe_variants(spec.variants)
+    check = function(v)
+      local first
+      for _, variant in ipairs(list) do
+        local value, problem = variant(v)
+        if not problem then return value end
+        first = first or problem
+      end
+      return nil, ("must be %s (%s)"):format(described, first)
+    end
+  else
+    local make = BY_TYPE[spec.type]
+    if not make then error(("imgedit internal error: field %s has no known type"):format(tostring(spec.name)), 0) end
+    check = make(spec, ctx)
+  end
+  if spec.nullable then
+    local inner = check
+    check = function(v)
+      if v == NULL then return v end
+      return inner(v)
+    end
+  end
+  return check
+end
+
+--- A check for one value described as a field is (`{type = "number", min =
+-- 0}`...): returns the value to use, or nil and what is wrong with it.
+function params.check(spec)
+  return compile_check(spec, {})
+end
+
+--- Why `value` cannot be sent as JSON (a function, a key that is not a
+-- name, a cycle, NaN...), or nil. Tables are arrays (keys 1..n) or objects
+-- (string keys); `imgedit.null` is null.
+function params.json_problem(value, depth)
+  depth = depth or 0
+  local kind = type(value)
+  if kind == "string" or kind == "boolean" or value == NULL then return nil end
+  if kind == "number" then
+    if not is_finite(value) then return "must be a finite number, got " .. show(value) end
+    return nil
+  end
+  if kind ~= "table" or file.is(value) then return "cannot be sent as JSON (" .. show(value) .. ")" end
+  if depth >= 64 then return "is nested more than 64 levels deep (a cycle?)" end
+  local n = array_length(value)
+  for k, v in pairs(value) do
+    if not n and type(k) ~= "string" then
+      return ("has a key %s: a JSON object's keys are strings"):format(show(k))
+    end
+    local problem = params.json_problem(v, depth + 1)
+    if problem then return ("%s %s"):format(n and ("[" .. show(k) .. "]") or k, problem) end
+  end
+  return nil
+end
+
+-- Schemas -----------------------------------------------------------------------------
+
+local function in_list(list, value)
+  for _, v in ipairs(list) do
+    if v == value then return true end
+  end
+  return false
+end
+
+--- The fields of `entry` that belong to `operation`, in catalog order.
+function params.fields_for(entry, operation)
+  local out = {}
+  for _, field in ipairs(entry.fields) do
+    if not field.operations or in_list(field.operations, operation) then out[#out + 1] = field end
+  end
+  return out
+end
+
+--- A copy of field-like `spec` with the properties of `override` (less its
+-- `field` and `equals`).
+local function overridden(spec, override)
+  local copy = {}
+  for k, v in pairs(spec) do copy[k] = v end
+  for k, v in pairs(override) do
+    if k ~= "field" and k ~= "equals" then copy[k] = v end
+  end
+  copy.when = nil
+  return copy
+end
+
+--- Compiles the fields of catalog `entry` for `operation` into a schema.
+-- ctx: `label` (e.g. "foxapi edit"), `provider` (its name), `local_files`,
+-- `files_elsewhere` (advice when local files are refused), `control` (the
+-- per-call options allowed beside the parameters: {name = true}), `reserved`
+-- (wire names that `extra` may not set).
+function params.compile(entry, operation, ctx)
+  local schema = {
+    label = ("%s (%s)"):format(ctx.label, entry.name), base_label = ctx.label,
+    model = entry.name, operation = operation,
+    fields = {}, known = {}, control = ctx.control or {}, reserved = {},
+  }
+  local listed = { "model", "extra" }
+  for _, field in ipairs(params.fields_for(entry, operation)) do
+    local compiled = {
+      name = field.name, wire = field.wire or field.name, required = field.required,
+      default = field.send_default and field.default or nil,
+      check = compile_check(field, ctx), same_length_as = field.same_length_as, into = field.into,
+      names = { field.name }, spec = field,
+    }
+    if compiled.wire ~= field.name then compiled.names[2] = compiled.wire end
+    if field.when then
+      compiled.when = {}
+      for i, override in ipairs(field.when) do
+        compiled.when[i] = { field = override.field, equals = override.equals,
+                             check = compile_check(overridden(field, override), ctx) }
+      end
+    end
+    schema.fields[#schema.fields + 1] = compiled
+    for _, name in ipairs(compiled.names) do schema.known[name] = compiled end
     listed[#listed + 1] = field.name
   end
-  for name in pairs(schema.control or {}) do listed[#listed + 1] = name end
+  for name in pairs(schema.control) do listed[#listed + 1] = name end
   table.sort(listed)
-  index.listed = table.concat(listed, ", ")
-  schema.index = index
-  return index
+  schema.listed = table.concat(listed, ", ")
+  for _, name in ipairs(ctx.reserved or {}) do schema.reserved[name] = true end
+  schema.reserved.model = true
+  return schema
 end
 
-function params.build(schema, input)
-  local body, control = {}, {}
-  local index = index_of(schema)
-  local known, controls = index.known, schema.control or {}
-  local function fail(message)
-    return nil, errors.new("invalid_request", schema.operation .. ": " .. message)
-  end
+local function invalid(schema, message)
+  return nil, errors.new("invalid_request", schema.label .. ": " .. message)
+end
 
+--- Splits `input` into the per-call options and the rest; refuses `body`
+-- (handled before a schema is chosen) and keys that are not names.
+local function split_control(schema, input)
+  local control, rest = {}, {}
   for key, value in pairs(input) do
-    if controls[key] then
-      control[key] = value
-    elseif not known[key] then
-      if type(key) ~= "string" then
-        return fail("parameter keys must be names, got " .. params.show(key))
-      end
-      return fail(("unknown parameter %q (known: %s)"):format(key, index.listed))
+    if type(key) ~= "string" then
+      return invalid(schema, "parameter keys must be names, got " .. show(key))
     end
+    if schema.control[key] then control[key] = value else rest[key] = value end
+  end
+  return rest, control
+end
+
+--- Merges `extra` (the caller's fields beyond the catalog) into `body`:
+-- a name the schema knows is ambiguous, and values must be JSON.
+local function merge_extra(schema, body, extra)
+  if extra == nil then return true end
+  if type(extra) ~= "table" or file.is(extra) then
+    return invalid(schema, "extra must be a table {name = value} of fields to send as given, got " .. show(extra))
+  end
+  for key, value in pairs(extra) do
+    if type(key) ~= "string" then return invalid(schema, "extra: keys must be field names, got " .. show(key)) end
+    local field = schema.known[key]
+    if field then
+      return invalid(schema, ("extra.%s is ambiguous: %s is a parameter of %s; pass it as %s = ... (checked),"
+        .. " not through extra"):format(key, key, schema.model, field.name))
+    end
+    if schema.reserved[key] then
+      return invalid(schema, ("extra.%s cannot be set: imgedit builds %s itself"):format(key, key))
+    end
+    local problem = params.json_problem(value)
+    if problem then return invalid(schema, ("extra.%s %s"):format(key, problem)) end
+    body[key] = value
+  end
+  return true
+end
+
+--- The value of field `f` in `input`, under any of its names.
+local function given_value(input, f)
+  local given, given_as
+  for _, name in ipairs(f.names) do
+    if input[name] ~= nil then
+      if given ~= nil then
+        return nil, nil, ("%s and %s are the same parameter; give only one"):format(given_as, name)
+      end
+      given, given_as = input[name], name
+    end
+  end
+  return given, given_as
+end
+
+--- Validates `input` against `schema`. Returns the body (wire names; model
+-- included), the per-call options, or nil and an `invalid_request` error.
+-- `input.model` and `input.extra` are read here; `input.body` must have
+-- been dealt with by the caller.
+function params.build(schema, input)
+  local rest, control = split_control(schema, input)
+  if not rest then return nil, control end
+  for key in pairs(rest) do
+    if not schema.known[key] and key ~= "model" and key ~= "extra" then
+      return invalid(schema, ("unknown parameter %q (known: %s); a field imgedit does not know yet can be sent"
+        .. " with extra = {%s = ...}"):format(key, schema.listed, key))
+    end
+  end
+  local body, values = { model = schema.model }, {}
+  for _, f in ipairs(schema.fields) do
+    local given, given_as, problem = given_value(rest, f)
+    if problem then return invalid(schema, problem) end
+    if given == nil then
+      if f.required then return invalid(schema, f.name .. " is required") end
+      given, given_as = f.default, f.name
+    end
+    if given ~= nil then values[f.name] = { value = given, as = given_as } end
+  end
+  for _, f in ipairs(schema.fields) do
+    local v = values[f.name]
+    if v then
+      local check = f.check
+      for _, override in ipairs(f.when or {}) do
+        local other = values[override.field]
+        if other and other.value == override.equals then check = override.check end
+      end
+      local value, problem = check(v.value)
+      if problem then return invalid(schema, v.as .. " " .. problem) end
+      if f.same_length_as then
+        local other = values[f.same_length_as]
+        local want = other and type(other.value) == "table" and #other.value or 0
+        if #value ~= want then
+          return invalid(schema, ("%s has %d item%s; it needs one per %s item (%d)"):format(v.as, #value,
+            #value == 1 and "" or "s", f.same_length_as, want))
+        end
+      end
+      body[f.wire] = value
+    end
+  end
+  local merged, problem = merge_extra(schema, body, rest.extra)
+  if not merged then return nil, problem end
+  return body, control
+end
+
+--- The problem with `v` as a value of Lua type `spec.type` (items of
+-- arrays included), or nil: all a model outside the catalog is checked for.
+local function lua_type_problem(spec, v)
+  if file.is(v) then
+    if spec.format == "image" then return nil end
+    return "must be a " .. spec.type .. ", got a local file"
+  end
+  local kind = spec.type
+  if kind == "integer" then
+    if not is_integer(v) then return "must be an integer, got " .. show(v) end
+  elseif kind == "number" then
+    if not is_finite(v) then return "must be a finite number, got " .. show(v) end
+  elseif kind == "array" then
+    if type(v) ~= "table" then return "must be an array, got " .. show(v) end
+    local n, key = array_length(v)
+    if not n then return "must be an array (keys 1..n), found key " .. show(key) end
+    for i = 1, n do
+      local problem = lua_type_problem(spec.items or { type = "any" }, v[i])
+      if problem then return ("[%d] %s"):format(i, problem) end
+    end
+    return nil
+  elseif kind == "object" then
+    if type(v) ~= "table" then return "must be an object, got " .. show(v) end
+  elseif kind ~= "any" and type(v) ~= kind then
+    return ("must be a %s, got %s"):format(kind == "boolean" and "boolean (true or false)" or kind, show(v))
+  end
+  return params.json_problem(v)
+end
+
+--- For a model that is not in the catalog: `input` sent as given, friendly
+-- names mapped to wire names as `schema` (the operation's default model)
+-- maps them, each value's Lua type checked but no range, length or choice.
+function params.build_unvalidated(schema, input, model)
+  local label = ("%s (%s, not in the catalog)"):format(schema.base_label, model)
+  local unvalidated = { label = label, control = schema.control, known = {}, reserved = schema.reserved,
+                        model = model }
+  local rest, control = split_control(unvalidated, input)
+  if not rest then return nil, control end
+  local body = { model = model }
+  for key, value in pairs(rest) do
+    if key ~= "model" and key ~= "extra" then
+      local f = schema.known[key]
+      local wire = f and f.wire or key
+      if body[wire] ~= nil then
+        return invalid(unvalidated, ("%s and %s are the same parameter; give only one")
+          :format(key, f and f.name or key))
+      end
+      local problem
+      if f then problem = lua_type_problem(f.spec, value) else problem = params.json_problem(value) end
+      if problem then return invalid(unvalidated, key .. " " .. problem) end
+      body[wire] = value
+    end
+  end
+  local merged, problem = merge_extra(unvalidated, body, rest.extra)
+  if not merged then return nil, problem end
+  return body, control
+end
+
+-- Requests -------------------------------------------------------------------------
+
+--- Schemas compiled so far: catalog entry -> operation -> schema.
+local compiled = setmetatable({}, { __mode = "k" })
+
+local function schema_for(d, entry, operation)
+  local by_op = compiled[entry]
+  if not by_op then
+    by_op = {}
+    compiled[entry] = by_op
+  end
+  local schema = by_op[operation]
+  if not schema then
+    schema = params.compile(entry, operation, {
+      label = d.name .. " " .. operation, provider = d.name, local_files = d.local_files,
+      files_elsewhere = d.files_elsewhere, control = d.control, reserved = d.reserved,
+    })
+    by_op[operation] = schema
+  end
+  return schema
+end
+
+local function quoted_list(names)
+  return '"' .. table.concat(names, '", "') .. '"'
+end
+
+local function find_entry(d, model)
+  for _, e in ipairs(d.models) do
+    if e.name == model then return e end
+  end
+  return nil
+end
+
+--- The operation of `entry` that `input` is for: `operation` itself, or,
+-- when `operations` lists several (foxapi's submit), the first the entry
+-- serves whose required fields `input` gives (else the first it serves).
+local function pick_operation(entry, operation, operations, input)
+  local served = {}
+  for _, o in ipairs(entry.operations) do served[o] = true end
+  if not operations then return served[operation] and operation or nil end
+  local first
+  for _, o in ipairs(operations) do
+    if served[o] then
+      first = first or o
+      local complete = true
+      for _, f in ipairs(params.fields_for(entry, o)) do
+        if f.required and input[f.name] == nil and (f.wire == nil or input[f.wire] == nil) then complete = false end
+      end
+      if complete then return o end
+    end
+  end
+  return first
+end
+
+--- Validates the parameters of one operation of provider `d` (its
+-- descriptor) and returns what to send:
+--
+--     { body = wire body (flat; the provider shapes it), control = per-call
+--       options, model = name, operation = the catalog operation it was
+--       checked as, schema =, validated = true | false, note = what was
+--       sent unchecked }
+--
+-- or nil and an `invalid_request` error. `input.body` is the exact body
+-- (only the per-call options may stand beside it); `input.model` picks a
+-- model, the catalog's when it is there, else (unless `strict`) one sent
+-- with the parameters as given; `input.extra` is merged after validation.
+-- `operations` (optional) lists the operations `input` may be for
+-- (`submit`: any that waits), see `pick_operation`.
+function params.request(d, operation, input, strict, operations)
+  local label = d.name .. " " .. operation
+  if input.body ~= nil then
+    local body = input.body
+    if type(body) ~= "table" or file.is(body) or (array_length(body) or 0) > 0 then
+      return nil, errors.new("invalid_request", label .. ": body must be a table: the exact JSON object to send")
+    end
+    local control = {}
+    for key, value in pairs(input) do
+      if key ~= "body" then
+        if not d.control[key] then
+          return nil, errors.new("invalid_request", ("%s: body is the exact request, so %s cannot stand beside it"
+            .. " (only %s may)"):format(label, show(key), table.concat(d.control_names, ", ")))
+        end
+        control[key] = value
+      end
+    end
+    local problem = params.json_problem(body)
+    if problem then return nil, errors.new("invalid_request", label .. ": body " .. problem) end
+    return { body = body, control = control, model = type(body.model) == "string" and body.model or nil,
+             operation = operation, validated = false, note = "the body was given as is" }
   end
 
-  for _, field in ipairs(schema.fields) do
-    local given, given_as = nil, nil
-    for _, name in ipairs(index.names_of[field]) do
-      if input[name] ~= nil then
-        if given ~= nil then
-          return fail(("%s and %s are the same parameter; give only one"):format(given_as, name))
-        end
-        given, given_as = input[name], name
-      end
-    end
-    if given == nil then
-      if field.required then
-        return fail(("%s is required%s"):format(field.name, field.hint and (" (" .. field.hint .. ")") or ""))
-      end
-      given = field.default
-      given_as = field.name
-    end
-    if given ~= nil then
-      local value, problem = field.check(given)
-      if problem then return fail(given_as .. " " .. problem) end
-      body[field.wire or field.name] = value
-    end
+  local model = input.model
+  if model == nil then model = d.defaults[operation] end
+  if type(model) ~= "string" or model == "" then
+    return nil, errors.new("invalid_request", ("%s: model must be a model name (a string), got %s")
+      :format(label, show(model)))
   end
-  return body, control
+  local entry = find_entry(d, model)
+  if entry then
+    local op = pick_operation(entry, operation, operations, input)
+    if not op then
+      return nil, errors.new("invalid_request", ("%s: %s does not do %s; it does %s"):format(label, model,
+        operation, table.concat(entry.operations, ", ")))
+    end
+    local schema = schema_for(d, entry, op)
+    local body, control = params.build(schema, input)
+    if not body then return nil, control end
+    return { body = body, control = control, model = model, operation = op, schema = schema,
+             validated = true, note = input.extra ~= nil and "its extra fields were sent as given" or nil }
+  end
+
+  local known = {}
+  for _, e in ipairs(d.models) do
+    if pick_operation(e, operation, operations, {}) then known[#known + 1] = e.name end
+  end
+  if strict then
+    return nil, errors.new("invalid_request", ("%s: unknown model %s (known: %s); the client has strict_models"
+      .. " = true, which refuses models outside the catalog"):format(label, show(model), quoted_list(known)))
+  end
+  -- friendly names are mapped as the operation's default model maps them
+  local default = find_entry(d, d.defaults[operation])
+  local op = pick_operation(default, operation, operations, input)
+  local schema = schema_for(d, default, op)
+  local body, control = params.build_unvalidated(schema, input, model)
+  if not body then return nil, control end
+  return { body = body, control = control, model = model, operation = op, schema = schema, validated = false,
+           note = ("model %s is not in the catalog (known: %s)"):format(show(model), quoted_list(known)) }
 end
 
 return params

@@ -60,13 +60,15 @@ function Image.__index(image, key)
 end
 
 --- Wraps provider output. `fields.images` is an array of
--- `{url =, b64_json =, blob =, revised_prompt =}` tables; `blob` (a blob of
--- imgedit.core's `res.blobs`) stands for `b64_json`.
+-- `{url =, b64_json =, blob =, revised_prompt =, error =}` tables; `blob` (a
+-- blob of imgedit.core's `res.blobs`) stands for `b64_json`; `error` (an
+-- imgedit error) marks an image the provider failed to make, which `save`
+-- and `bytes` return.
 function result.new(client, fields)
   local images = {}
   for i, entry in ipairs(fields.images or {}) do
     local image = setmetatable({
-      url = entry.url, revised_prompt = entry.revised_prompt, index = i,
+      url = entry.url, revised_prompt = entry.revised_prompt, index = i, error = entry.error,
     }, Image)
     if entry.blob then
       blob_of[image] = entry.blob
@@ -218,6 +220,7 @@ function Image:save(path, opts)
   params.check_self(self, Image, "image.save", "image")
   if type(path) ~= "string" then params.argerror(1, "save", "string", path) end
   local deadline = deadline_of(opts, "save", 2)
+  if self.error then return nil, self.error end
   local tmp = temporary_name(path)
   local ok, err = store(self, tmp, deadline)
   if not ok then return nil, err end
@@ -229,6 +232,7 @@ end
 function Image:bytes(opts)
   params.check_self(self, Image, "image.bytes", "image")
   local deadline = deadline_of(opts, "bytes", 1)
+  if self.error then return nil, self.error end
   if is_base64(self) then return decode_b64(self) end
   local client = client_of[self]
   local refused = check_download_url(client, self.url or "")
@@ -240,6 +244,7 @@ function Image:bytes(opts)
 end
 
 function Image:__tostring()
+  if self.error then return "imgedit.image(failed: " .. tostring(self.error.message) .. ")" end
   if self.url then return "imgedit.image(" .. self.url .. ")" end
   local blob = blob_of[self]
   if blob and not rawget(self, "b64_json") then
@@ -257,9 +262,22 @@ local function safe_prefix(prefix)
   return prefix
 end
 
+--- Saves `image` as `base` plus the extension of its actual type; returns
+-- the path, or nil and an error.
+local function save_one(image, base, deadline)
+  local tmp = temporary_name(base)
+  local ok, err = store(image, tmp, deadline)
+  if not ok then return nil, err end
+  local blob = blob_of[image]
+  local _, ext = file.sniff(blob and blob:sniff(16) or read_head(tmp))
+  return finish(tmp, base .. (ext or ".bin"))
+end
+
 --- Saves every image into directory `dir` as `<prefix>-<n>.<ext>`, the
 -- extension following the image's actual type. Returns the list of paths, or
--- nil and an error whose `saved` field lists the files already written.
+-- nil and an error whose `saved` field lists the files already written. An
+-- image the provider failed to make (`image.error`) does not stop the
+-- others: they are all saved, then the first such error is returned.
 -- @tparam string dir an existing directory
 -- @tparam[opt] string prefix default: the task or request id, else "image"
 -- @tparam[opt] table opts `timeout`: seconds for saving them all
@@ -270,23 +288,25 @@ function Result:save_all(dir, prefix, opts)
   local deadline = deadline_of(opts, "save_all", 3)
   prefix = safe_prefix(prefix or (self.task and self.task.id) or self.request_id or "image")
   dir = dir:gsub("(.)/+$", "%1")
-  local paths = {}
+  local paths, failed = {}, nil
   for i, image in ipairs(self.images) do
-    local base = ("%s/%s-%d"):format(dir, prefix, i)
-    local tmp = temporary_name(base)
-    local ok, err = store(image, tmp, deadline)
-    if not ok then
-      err.saved = paths
-      return nil, err
+    if image.error then
+      failed = failed or image.error
+    else
+      local path, err = save_one(image, ("%s/%s-%d"):format(dir, prefix, i), deadline)
+      if not path then
+        err.saved = paths
+        return nil, err
+      end
+      paths[#paths + 1] = path
     end
-    local blob = blob_of[image]
-    local _, ext = file.sniff(blob and blob:sniff(16) or read_head(tmp))
-    local path, move_err = finish(tmp, base .. (ext or ".bin"))
-    if not path then
-      move_err.saved = paths
-      return nil, move_err
-    end
-    paths[#paths + 1] = path
+  end
+  if failed then
+    local n = 0
+    for _, image in ipairs(self.images) do n = n + (image.error and 1 or 0) end
+    return nil, errors.new(failed.kind, ("%d of %d images failed on the provider's side (first: %s); the others"
+      .. " were saved"):format(n, #self.images, tostring(failed.message)), { code = failed.code,
+      request_id = failed.request_id, saved = paths, advice = failed.advice })
   end
   return paths
 end

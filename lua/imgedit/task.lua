@@ -1,8 +1,9 @@
 --- Tasks of asynchronous providers: submit once, then poll until done.
 --
--- The provider module turns its task JSON into the normalized fields read
--- here (`provider.read_task`) and its results into a Result
--- (`provider.task_result`), so this file knows no provider's wire format.
+-- A task is made with its provider's codec (the descriptor's `task` table:
+-- `path(id)`, `read(raw)` → normalized fields, `result(client, task)` → a
+-- Result, `failure(code)` → what the reference advises), so this file knows
+-- no provider's wire format.
 -- @module imgedit.task
 
 local errors = require("imgedit.errors")
@@ -21,15 +22,18 @@ local FINAL = { completed = true, failed = true, cancelled = true }
 --- Polling defaults (seconds). See `task.next_delay` for the schedule.
 task.POLL_DEFAULTS = { interval = 0.5, max_interval = 15, timeout = 600 }
 
--- The client a task polls through, and when its submission was answered:
--- not fields, so that a task prints cleanly.
+-- The client a task polls through, its provider's codec, and when its
+-- submission was answered: not fields, so that a task prints cleanly.
 local client_of = setmetatable({}, { __mode = "k" })
+local codec_of = setmetatable({}, { __mode = "k" })
 local submitted_at = setmetatable({}, { __mode = "k" })
 
---- A task handle. `raw` (optional) is the task JSON its submission returned.
-function task.new(client, id, raw)
+--- A task handle for task `id` of `client`, read with `codec`. `raw`
+-- (optional) is the task JSON its submission returned.
+function task.new(client, codec, id, raw)
   local t = setmetatable({ id = id }, Task)
   client_of[t] = client
+  codec_of[t] = codec
   if raw then
     submitted_at[t] = scheduler.now()
     t:_update(raw)
@@ -41,9 +45,13 @@ function task.is(value)
   return getmetatable(value) == Task
 end
 
+-- The task keeps the id it was made with: the server's `id` field is not
+-- read back (a poll answer cannot move the handle to another task).
 function Task:_update(raw)
-  local fields = client_of[self].provider.read_task(raw)
-  for key, value in pairs(fields) do self[key] = value end
+  local fields = codec_of[self].read(raw)
+  self.status, self.progress, self.estimated_time = fields.status, fields.progress, fields.estimated_time
+  self.can_cancel, self.model, self.created, self.error = fields.can_cancel, fields.model, fields.created,
+    fields.error
   self.raw = raw
 end
 
@@ -53,7 +61,7 @@ function Task:refresh(opts)
   params.check_self(self, Task, "task.refresh", "imgedit task")
   local client = client_of[self]
   local res, err = transport.request(client, {
-    method = "GET", url = client.config.base_url .. client.provider.task_path(self.id),
+    method = "GET", url = client.config.base_url .. codec_of[self].path(self.id),
     auth = true, decode = true, deadline = opts and opts.deadline,
   })
   if not res then
@@ -207,16 +215,19 @@ function Task:wait(opts)
 
   if self.status == "failed" then
     local e = type(self.error) == "table" and self.error or {}
+    local code = (type(e.code) == "string" or type(e.code) == "number") and e.code or nil
+    local known = code and codec_of[self].failure(code) or {}
     return nil, errors.new("task_failed", ("task %s failed: %s"):format(self.id,
-      tostring(e.message or "the provider gave no reason")),
-      { task_id = self.id, code = e.code, type = e.type, request_id = self.request_id },
+      type(e.message) == "string" and e.message or "the provider gave no reason"),
+      { task_id = self.id, code = code, type = type(e.type) == "string" and e.type or nil,
+        request_id = self.request_id, retryable = known.retryable, advice = known.advice },
       client.credentials())
   end
   if self.status == "cancelled" then
     return nil, errors.new("cancelled", ("task %s was cancelled on the provider's side"):format(self.id),
       { task_id = self.id, request_id = self.request_id })
   end
-  return client.provider.task_result(client, self)
+  return codec_of[self].result(client, self)
 end
 
 function Task:__tostring()

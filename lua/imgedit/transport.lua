@@ -67,7 +67,7 @@ local function excerpt(body)
 end
 
 --- Turns a non-2xx response into an error (fields from the provider's body).
-local function http_error(res, secret)
+local function http_error(res, secret, model)
   local status = res.status
   local fields = { status = status, request_id = request_id_of(res.headers) }
   local message
@@ -87,7 +87,20 @@ local function http_error(res, secret)
   if not message then
     message = ("HTTP %d with %s"):format(status, excerpt(res.body))
   end
-  return errors.new(errors.kind_for_status(status), message, fields, secret)
+  local kind = errors.kind_for_status(status, fields.type)
+  if status == 403 or fields.type == "permission_error" then
+    -- the key is valid, but not for this: a message of its own
+    local about_model = model and (message:lower():find("model", 1, true) or tostring(fields.code):find("model"))
+    message = ("the API key lacks permission for %s: %s"):format(about_model and ("model " .. model)
+      or "this request", message)
+    fields.advice = about_model and "use a key allowed to use this model, or another model"
+      or "use a key with this permission, or ask the provider to grant it"
+  elseif fields.type == "service_unavailable_error" then
+    -- no channel serves the request now: nothing was done, a later submission may work
+    fields.later = true
+    fields.advice = "no channel of the provider serves this request now; submit it again later"
+  end
+  return errors.new(kind, message, fields, secret)
 end
 
 --- May this failed attempt be made again?
@@ -140,7 +153,8 @@ local function classify(res, spec, secret)
       :format(res.status, tostring(res.headers.location)), { status = res.status,
       request_id = request_id_of(res.headers) }, secret)
   end
-  if res.status >= 400 then return http_error(res, secret) end
+  if spec.any_status then return nil end
+  if res.status >= 400 then return http_error(res, secret, spec.model) end
   if spec.decode and res.json == nil then
     return errors.new("decode", ("the response is not valid JSON (%s)"):format(res.decode_error or "empty body"),
       { status = res.status, request_id = request_id_of(res.headers) })
@@ -155,14 +169,16 @@ end
 -- expected), extract ("b64_json": the core decodes those values into
 -- `res.blobs` as they arrive, see imgedit.result), output (stream the body
 -- to this path), deadline (absolute, scheduler.now()), download (a result:
--- no key, redirects followed, limits for large bodies).
+-- no key, redirects followed, limits for large bodies), model (named in a
+-- permission error), max_attempts (instead of the client's), any_status
+-- (every HTTP answer is returned, none is an error).
 --
 -- Returns the result table of the last attempt, with `request_id` and
 -- `attempts`, or nil and an error.
 function transport.request(client, spec)
   local cfg = client.config
   local secret = client.credentials()
-  local max_attempts = cfg.max_retries + 1
+  local max_attempts = spec.max_attempts or (cfg.max_retries + 1)
   local url = spec.url
   local redirects = 0
   local attempt = 0
@@ -255,6 +271,9 @@ function transport.request(client, spec)
       err.attempts = attempt
       err.retryable = may_retry(err, spec.billed, not_sent)
       if not err.retryable or attempt >= max_attempts then
+        -- a later attempt of the caller's own may still succeed
+        err.retryable = err.retryable or err.later == true
+        err.later = nil
         return nil, err
       end
       local hinted = err.status and transport.retry_after(res.headers)

@@ -1,177 +1,298 @@
---- foxapi: PHOTA models, asynchronous tasks.
+--- foxapi: image models as asynchronous tasks.
 --
 -- `POST /v1/images/generations` creates a task (billed); `GET /v1/tasks/{id}`
--- is polled until it is completed, failed or cancelled. Wire facts:
--- PROVIDERS.md §1.
+-- is polled until it is completed, failed or cancelled. Every image model of
+-- the gateway uses these two endpoints, `model` choosing the model. The wire
+-- facts are in doc/providers.md; this module is their one copy in code: the
+-- descriptor (see `imgedit.providers`), the model catalog, and how a task's
+-- JSON is read.
 -- @module imgedit.providers.foxapi
 
 local errors = require("imgedit.errors")
-local file = require("imgedit.file")
+local log = require("imgedit.log")
 local params = require("imgedit.params")
 local result = require("imgedit.result")
 local scheduler = require("imgedit.scheduler")
 local task = require("imgedit.task")
 local transport = require("imgedit.transport")
 
-local checks = params.checks
-
 local foxapi = {
   name = "foxapi",
+  title = "PHOTA, Wan, Grok and Gemini image models; asynchronous tasks",
   env = { api_key = "FOXAPI_API_KEY", base_url = "FOXAPI_BASE_URL" },
   base_url = "https://api.foxapi.cc",
   timeout = 60,
-  operations = {},
+  asynchronous = true,
+  local_files = false,
+  files_elsewhere = ", or use a provider that takes local files (powertokens)",
+  operations = { "edit", "generate", "enhance", "create_profile" },
+  defaults = {
+    edit = "phota-image-edit", generate = "phota-image", enhance = "phota-image-enhance",
+    create_profile = "phota-create-profile", submit = "phota-image-edit",
+  },
+  --- The per-call options an operation takes beside its parameters.
+  control = { timeout = true, on_progress = true, poll = true },
+  control_names = { "timeout", "on_progress", "poll" },
+  --- Wire names `extra` may not set: imgedit builds them itself.
+  reserved = { "model" },
+  --- One authenticated request that is never billed: an unknown task id is
+  -- 404 for an accepted key, 401 or 403 for a rejected one.
+  ping = { method = "GET", path = "/v1/tasks/imgedit-doctor-ping", accepted = { 404 }, rejected = { 401, 403 } },
 }
 
---- A public image URL; local files cannot be sent to foxapi.
-local function public_url(v)
-  if file.is(v) then
-    return nil, ("is a local file (%s): foxapi only takes public URLs; upload it and pass its URL,"
-      .. " or use the powertokens provider"):format(v.path)
-  end
-  if type(v) == "string" and v:match("^data:") then
-    return nil, "is a data: URI: foxapi only takes public http(s) URLs"
-  end
-  return checks.url(v)
+-- The catalog ------------------------------------------------------------------------
+--
+-- Each model's own fields, as the gateway's reference gives them for that
+-- model; no limit the reference does not give (the server decides those).
+-- Friendly names: `images` is `image_urls`, `n` is `num_outputs`, `image`
+-- is `image_url`, `archive` is `image_archive_url`.
+
+local RESOLUTIONS = { "1K", "4K" }
+
+local function prompt(doc, max_length)
+  return { name = "prompt", type = "string", required = true, max_length = max_length, doc = doc }
 end
 
-local text = checks.text()
-local outputs = checks.integer(1)
-local resolution = checks.one_of({ "1K", "4K" })
-local unit = checks.number(0, 1)
-local profile_ids = checks.array(text)
+local function images(operations, max_items)
+  return { name = "images", wire = "image_urls", type = "array", items = { type = "string", format = "image" },
+           required = true, min_items = 1, max_items = max_items, operations = operations,
+           doc = "public URLs of the images to edit" }
+end
 
---- Per-call options of operations that wait for a task.
-local WAIT_CONTROL = { timeout = true, on_progress = true, poll = true }
+local function outputs(max, operations)
+  return { name = "n", wire = "num_outputs", type = "integer", min = 1, max = max, default = 1,
+           send_default = true, operations = operations, doc = "how many images to make; each one is billed" }
+end
 
---- One schema per model; `model` picks it for `submit`.
-local SCHEMAS = {
-  ["phota-image-edit"] = {
-    operation = "foxapi edit",
-    fields = {
-      { name = "prompt", required = true, check = text },
-      { name = "images", wire = "image_urls", required = true, check = checks.array(public_url),
-        hint = "an array of public image URLs" },
-      { name = "n", wire = "num_outputs", default = 1, check = outputs },
-      { name = "resolution", default = "1K", check = resolution },
-      { name = "profile_ids", check = profile_ids },
-    },
-  },
-  ["phota-image"] = {
-    operation = "foxapi generate",
-    fields = {
-      { name = "prompt", required = true, check = text },
-      { name = "n", wire = "num_outputs", default = 1, check = outputs },
-      { name = "resolution", default = "1K", check = resolution },
-      { name = "aspect_ratio", check = checks.one_of({ "1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9" }) },
-    },
-  },
-  ["phota-image-enhance"] = {
-    operation = "foxapi enhance",
-    fields = {
-      { name = "image", wire = "image_url", required = true, check = public_url, hint = "a public image URL" },
-      { name = "resolution", check = resolution },
-      { name = "creativity", check = unit },
-      { name = "resemblance", check = unit },
-      { name = "profile_ids", check = profile_ids },
-    },
-  },
-  ["phota-create-profile"] = {
-    operation = "foxapi create_profile",
-    fields = {
-      { name = "archive", wire = "image_archive_url", required = true, check = public_url,
-        hint = "the public URL of a ZIP of face photos" },
-    },
-  },
+local PROFILE_IDS = { name = "profile_ids", type = "array", items = { type = "string" }, nullable = true,
+                      doc = "profiles from phota-create-profile; pass them only when necessary" }
+
+local WAN_SIZES = { "square_hd", "square", "portrait_4_3", "portrait_16_9", "landscape_4_3", "landscape_16_9" }
+
+local WAN_FIELDS = {
+  prompt("what to make or change", 2000),
+  images({ "edit" }, 4),
+  outputs(5, { "generate" }),
+  outputs(4, { "edit" }),
+  { name = "image_size", default = "square_hd", doc = "a preset, or {width =, height =} in pixels",
+    variants = { { type = "string", choices = WAN_SIZES },
+                 { type = "object", properties = { width = { type = "integer", min = 1 },
+                                                   height = { type = "integer", min = 1 } } } } },
 }
 
-for model, schema in pairs(SCHEMAS) do
-  schema.control = WAIT_CONTROL
-  table.insert(schema.fields, 1, { name = "model", check = checks.one_of({ model }), default = model })
+local GEMINI_RATIOS = { "1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9", "match_input_image" }
+local FLASH_RATIOS = { "1:4", "1:8", "4:1", "8:1" }
+for i, ratio in ipairs(GEMINI_RATIOS) do table.insert(FLASH_RATIOS, i, ratio) end
+
+local function gemini(name, ratios, doc)
+  return {
+    name = name, operations = { "generate" }, doc = doc,
+    fields = {
+      prompt("what to make"),
+      { name = "aspect_ratio", type = "string", choices = ratios, default = "1:1" },
+      { name = "resolution", type = "string", default = "1K", doc = "the reference shows 1K; other values unreadable" },
+    },
+  }
 end
 
---- Validates `input` for `model` and returns the wire body and per-call options.
-local function build(model, input)
-  local schema = SCHEMAS[model]
-  if not schema then
-    local known = {}
-    for name in pairs(SCHEMAS) do known[#known + 1] = name end
-    table.sort(known)
-    return nil, errors.new("invalid_request", ("foxapi: unknown model %s (known: %s)")
-      :format(params.show(model), table.concat(known, ", ")))
-  end
-  local body, control = params.build(schema, input)
-  if not body then return nil, control end
-  local ok, problem = task.check_wait_options(control)
-  if not ok then return nil, problem end
-  return body, control
-end
+foxapi.models = {
+  {
+    name = "phota-image-edit", operations = { "edit" }, doc = "PHOTA: edits photos by prompt",
+    fields = {
+      prompt("what to change"),
+      images(),
+      outputs(),
+      { name = "resolution", type = "string", choices = RESOLUTIONS, default = "1K", send_default = true,
+        doc = "4K costs double" },
+      PROFILE_IDS,
+    },
+  },
+  {
+    name = "phota-image", operations = { "generate" }, doc = "PHOTA: images from a prompt",
+    fields = {
+      prompt("what to make; [[profile_id]] refers to a profile"),
+      outputs(),
+      { name = "resolution", type = "string", choices = RESOLUTIONS, default = "1K", send_default = true,
+        doc = "4K costs double" },
+      { name = "aspect_ratio", type = "string", choices = { "1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9" },
+        default = "1:1" },
+    },
+  },
+  {
+    name = "phota-image-enhance", operations = { "enhance" }, doc = "PHOTA: enhances one photo",
+    fields = {
+      { name = "image", wire = "image_url", type = "string", format = "image", required = true,
+        doc = "the public URL of the photo" },
+      { name = "resolution", type = "string", choices = RESOLUTIONS, default = "4K" },
+      { name = "creativity", type = "number", min = 0, max = 1, nullable = true },
+      { name = "resemblance", type = "number", min = 0, max = 1, nullable = true },
+      PROFILE_IDS,
+    },
+  },
+  {
+    name = "phota-create-profile", operations = { "create_profile" },
+    doc = "PHOTA: a face profile from a ZIP of photos; the result has profile_id",
+    fields = {
+      { name = "archive", wire = "image_archive_url", type = "string", format = "url", required = true,
+        doc = "the public URL of a ZIP of face photos" },
+    },
+  },
+  { name = "wan-2.7-image", operations = { "edit", "generate" },
+    doc = "Wan 2.7: images from a prompt, or edits of 1-4 images", fields = WAN_FIELDS },
+  { name = "wan-2.7-image-pro", operations = { "edit", "generate" },
+    doc = "Wan 2.7 Pro: images from a prompt, or edits of 1-4 images", fields = WAN_FIELDS },
+  {
+    name = "grok-imagine-image", operations = { "edit", "generate" },
+    doc = "Grok Imagine: images from a prompt, or edits of images",
+    fields = {
+      prompt("what to make or change"),
+      images({ "edit" }),
+      outputs(4),
+      { name = "aspect_ratio", type = "string", nullable = true, operations = { "generate" },
+        choices = { "2:1", "20:9", "19.5:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:19.5", "9:20",
+                    "1:2" } },
+      { name = "output_format", type = "string", choices = { "jpg", "jpeg", "png", "webp" }, default = "jpeg" },
+    },
+  },
+  gemini("gemini-3-pro-image-preview", GEMINI_RATIOS, "Gemini 3 Pro Image (preview): images from a prompt"),
+  gemini("gemini-3.1-flash-image-preview", FLASH_RATIOS, "Gemini 3.1 Flash Image (preview): images from a prompt"),
+}
 
-function foxapi.task_path(id)
-  -- task ids are opaque: escape everything outside the unreserved set
-  return "/v1/tasks/" .. id:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)
-end
+-- Tasks ----------------------------------------------------------------------------
 
 --- JSON numbers arrive as floats from lua-cjson; whole ones read better
 -- (and compare equal in string form) as integers where Lua has them.
 local to_integer = math.tointeger or function(v) return v end
 
+--- A number from the server, or nil when it is not a finite one.
 local function number_or_nil(v)
-  if type(v) ~= "number" then return nil end
+  if not params.is_finite(v) then return nil end
   return to_integer(v) or v
 end
 
---- Normalized fields of a task JSON (see `imgedit.task`).
-function foxapi.read_task(raw)
-  local info = type(raw.task_info) == "table" and raw.task_info or {}
-  return {
-    id = type(raw.id) == "string" and raw.id or nil,
-    status = type(raw.status) == "string" and raw.status or nil,
-    progress = number_or_nil(raw.progress),
-    estimated_time = number_or_nil(info.estimated_time),
-    can_cancel = info.can_cancel == true,
-    model = type(raw.model) == "string" and raw.model or nil,
-    created = number_or_nil(raw.created),
-    error = type(raw.error) == "table" and raw.error or nil,
-  }
-end
+--- What the reference advises for each code of a failed task: whether a
+-- new (billed) submission may succeed, and what to do.
+local AGAIN = "submit it again (billed again)"
+local FAILURES = {
+  model_unavailable = { true, "the model is unavailable for now: " .. AGAIN .. " after a short delay" },
+  content_policy_violation = { false, "the content was refused: change the prompt or the images" },
+  generation_failed = { true, "the generation failed: " .. AGAIN },
+  timeout = { true, "the task timed out: " .. AGAIN .. ", with simpler parameters" },
+  invalid_image_url = { false, "an image URL could not be fetched: check that it is public and reachable" },
+  file_too_large = { false, "an input file is too large: reduce it" },
+  unsupported_format = { false, "an input is in an unsupported format: use PNG, JPEG or WebP" },
+  -- codes seen on platforms that run the same gateway
+  invalid_parameters = { false, "the parameters were refused: fix them" },
+  image_processing_error = { true, "an image could not be processed: " .. AGAIN },
+  image_dimension_mismatch = { false, "the images' dimensions do not match: fix the inputs" },
+  request_cancelled = { true, "the request was cancelled: " .. AGAIN .. " if it is still wanted" },
+  generation_failed_no_content = { true, "the model returned no image: " .. AGAIN .. ", maybe with another prompt" },
+  service_error = { true, "the service failed: " .. AGAIN .. " later" },
+  generation_timeout = { true, "the generation timed out: " .. AGAIN .. ", with simpler parameters" },
+  resource_exhausted = { true, "the service is overloaded: " .. AGAIN .. " later" },
+  quota_exceeded = { false, "the quota is exhausted: top up the balance, then " .. AGAIN },
+  service_unavailable = { true, "the service is unavailable: " .. AGAIN .. " later" },
+  resource_not_found = { false, "something the task needs was not found: check its inputs" },
+  unknown_error = { true, "the provider gave no reason: " .. AGAIN .. " later, or report it if it persists" },
+}
 
---- The Result of a completed task: `results[]` (or the `output` variant some
--- responses of this gateway use).
-function foxapi.task_result(client, t)
-  local raw = t.raw
-  local images, profile_id = {}, nil
+--- The result URLs of a completed task's JSON, and its profile id: every
+-- shape the reference shows — `results` of `{url}` objects or plain URL
+-- strings, `{result_type = "profile", profile_id}`, and `output.url` /
+-- `output.urls`.
+local function task_results(raw)
+  local urls, profile_id = {}, nil
   if type(raw.results) == "table" then
     for _, entry in ipairs(raw.results) do
-      if type(entry) == "table" then
-        if type(entry.url) == "string" then
-          images[#images + 1] = { url = entry.url }
-        elseif type(entry.profile_id) == "string" then
+      if type(entry) == "string" and entry ~= "" then
+        urls[#urls + 1] = entry
+      elseif type(entry) == "table" then
+        if type(entry.url) == "string" and entry.url ~= "" then
+          urls[#urls + 1] = entry.url
+        elseif type(entry.profile_id) == "string" and entry.profile_id ~= "" then
           profile_id = profile_id or entry.profile_id
         end
       end
     end
-  elseif type(raw.output) == "table" then
-    local urls = type(raw.output.urls) == "table" and raw.output.urls or { raw.output.url }
-    for _, url in ipairs(urls) do
-      if type(url) == "string" then images[#images + 1] = { url = url } end
+  end
+  if #urls == 0 and not profile_id and type(raw.output) == "table" then
+    local list = type(raw.output.urls) == "table" and raw.output.urls or { raw.output.url }
+    for _, url in ipairs(list) do
+      if type(url) == "string" and url ~= "" then urls[#urls + 1] = url end
     end
   end
-  if #images == 0 and not profile_id then
+  return urls, profile_id
+end
+
+--- How imgedit.task reads this provider's tasks.
+foxapi.task = {
+  --- The poll path of task `id` (ids are opaque: everything outside the
+  -- unreserved set is escaped).
+  path = function(id)
+    return "/v1/tasks/" .. id:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)
+  end,
+  --- Normalized fields of a task JSON (`task_info` may be missing from polls).
+  read = function(raw)
+    local info = type(raw.task_info) == "table" and raw.task_info or {}
+    local progress = number_or_nil(raw.progress)
+    if progress then progress = math.max(0, math.min(100, progress)) end
+    return {
+      status = type(raw.status) == "string" and raw.status or nil,
+      progress = progress,
+      estimated_time = number_or_nil(info.estimated_time),
+      can_cancel = info.can_cancel == true,
+      model = type(raw.model) == "string" and raw.model or nil,
+      created = number_or_nil(raw.created),
+      error = type(raw.error) == "table" and raw.error or nil,
+    }
+  end,
+  --- The result URLs and profile id of a completed task's JSON.
+  results = task_results,
+  --- `{retryable, advice}` for a failed task's error code, or nil.
+  failure = function(code)
+    local known = FAILURES[code]
+    if not known then return nil end
+    return { retryable = known[1], advice = known[2] }
+  end,
+}
+
+--- The Result of a completed task, or nil and an error when it lists none.
+function foxapi.task.result(client, t)
+  local urls, profile_id = task_results(t.raw)
+  if #urls == 0 and not profile_id then
     return nil, errors.new("decode", ("task %s is completed but lists no results"):format(t.id),
       { task_id = t.id, request_id = t.request_id })
   end
+  local list = {}
+  for i, url in ipairs(urls) do list[i] = { url = url } end
   return result.new(client, {
-    images = images, profile_id = profile_id, model = t.model, created = t.created,
-    request_id = t.request_id, task = t, raw = raw,
+    images = list, profile_id = profile_id, model = t.model, created = t.created,
+    request_id = t.request_id, task = t, raw = t.raw,
   })
 end
 
---- Submits a validated body; returns a Task.
-local function submit_body(client, body, deadline)
+-- Operations ------------------------------------------------------------------------
+
+--- The operations that submit and wait, in the order `submit` tries them.
+local WAITING = { "edit", "generate", "enhance", "create_profile" }
+
+--- Validates `input` for `operation`; returns what params.request returns.
+local function prepare(client, operation, input, operations)
+  local request, err = params.request(foxapi, operation, input, client.config.strict_models, operations)
+  if not request then return nil, err end
+  local ok, problem = task.check_wait_options(request.control)
+  if not ok then return nil, problem end
+  if not request.validated or request.note then
+    log.unvalidated({ provider = foxapi.name, operation = operation, model = request.model, note = request.note })
+  end
+  return request
+end
+
+--- Submits a body; returns a Task.
+local function submit_body(client, request, deadline)
   local res, err = transport.request(client, {
     method = "POST", url = client.config.base_url .. "/v1/images/generations",
-    json = body, auth = true, billed = true, decode = true, deadline = deadline,
+    json = request.body, auth = true, billed = true, decode = true, deadline = deadline, model = request.model,
   })
   if not res then return nil, err end
   local raw = res.json
@@ -179,57 +300,51 @@ local function submit_body(client, body, deadline)
     return nil, errors.new("decode", "the provider accepted the request but returned no task id",
       { status = res.status, request_id = res.request_id })
   end
-  local t = task.new(client, raw.id, raw)
+  local t = task.new(client, foxapi.task, raw.id, raw)
   t.request_id = res.request_id
   return t
 end
 
---- Submits `input` for `model`, then waits for its Result.
-local function run(client, model, input)
-  local body, control = build(model, input)
-  if not body then return nil, control end
+local function run(client, operation, input)
+  local request, err = prepare(client, operation, input)
+  if not request then return nil, err end
+  local control = request.control
   local timeout = control.timeout or (control.poll and control.poll.timeout)
     or (client.config.poll and client.config.poll.timeout) or task.POLL_DEFAULTS.timeout
   local deadline = scheduler.now() + timeout
-  local t, err = submit_body(client, body, deadline)
+  local t
+  t, err = submit_body(client, request, deadline)
   if not t then return nil, err end
-  return t:wait({ on_progress = control.on_progress, poll = control.poll, deadline = deadline,
-                  timeout = timeout })
+  return t:wait({ on_progress = control.on_progress, poll = control.poll, deadline = deadline, timeout = timeout })
 end
 
---- The operations that submit and wait, and the model each uses unless
--- the caller names another.
-local WAITING_OPERATIONS = {
-  edit = "phota-image-edit",
-  generate = "phota-image",
-  enhance = "phota-image-enhance",
-  create_profile = "phota-create-profile",
-}
+foxapi.implementation = {}
 
-for operation, model in pairs(WAITING_OPERATIONS) do
-  foxapi.operations[operation] = function(client, input)
-    return run(client, input.model or model, input)
+for _, operation in ipairs(WAITING) do
+  foxapi.implementation[operation] = function(client, input)
+    return run(client, operation, input)
   end
 end
 
 --- Submits only; returns a Task (billed once).
-function foxapi.operations.submit(client, input)
-  local body, control = build(input.model or "phota-image-edit", input)
-  if not body then return nil, control end
+function foxapi.implementation.submit(client, input)
+  local request, err = prepare(client, "submit", input, WAITING)
+  if not request then return nil, err end
+  local control = request.control
   if control.on_progress or control.poll then
     return nil, errors.new("invalid_request", "foxapi submit: submit does not wait; pass on_progress and poll"
       .. " to task:wait{...}")
   end
   local deadline = control.timeout and (scheduler.now() + control.timeout) or nil
-  return submit_body(client, body, deadline)
+  return submit_body(client, request, deadline)
 end
 
 --- A handle for an existing task id; no request is made.
-function foxapi.operations.task(client, id)
+function foxapi.implementation.task(client, id)
   if id == "" or id:find("[%c%s]") then
     return nil, errors.new("invalid_request", ("task id %s is not a valid id"):format(params.show(id)))
   end
-  return task.new(client, id)
+  return task.new(client, foxapi.task, id)
 end
 
 return foxapi

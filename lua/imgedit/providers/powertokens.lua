@@ -1,89 +1,125 @@
---- powertokens: Qwen / Wan models, synchronous.
+--- powertokens: Qwen and Wan image models, synchronous.
 --
 -- `POST /v1/images/edits` (and `/v1/images/generations` for text to image)
--- returns the images, as URLs or base64, in one response. Wire facts:
--- PROVIDERS.md §2.
+-- returns the images, as URLs or base64, in one response. The catalog
+-- holds the models of the gateway's "messages" form, where the prompt and
+-- the images travel as items of one user message; other model families
+-- (BytePlus Seedream, MiniMax) take a flat body, sent with `body = {...}`.
+-- The wire facts are in doc/providers.md; this module is their one copy in
+-- code (see `imgedit.providers` for the descriptor's fields).
 -- @module imgedit.providers.powertokens
 
 local errors = require("imgedit.errors")
 local file = require("imgedit.file")
+local log = require("imgedit.log")
 local params = require("imgedit.params")
 local result = require("imgedit.result")
 local scheduler = require("imgedit.scheduler")
 local transport = require("imgedit.transport")
 
-local checks = params.checks
-
 local powertokens = {
   name = "powertokens",
+  title = "Qwen and Wan image models; synchronous",
   env = { api_key = "POWERTOKENS_API_KEY", base_url = "POWERTOKENS_BASE_URL" },
   base_url = "https://api.powertokens.ai",
   timeout = 300,
-  operations = {},
+  asynchronous = false,
+  local_files = true,
+  operations = { "edit", "generate" },
+  defaults = { edit = "qwen-image-2.0-pro", generate = "qwen-image-2.0-pro" },
+  control = { timeout = true },
+  control_names = { "timeout" },
+  reserved = { "model", "input" },
+  ping_unavailable = "powertokens documents no request that checks a key without being billed",
 }
 
-local MIN_PIXELS, MAX_PIXELS = 512 * 512, 2048 * 2048
+--- Where each operation sends its body.
+local PATHS = { edit = "/v1/images/edits", generate = "/v1/images/generations" }
 
---- "W*H" or "WxH" within the pixel budget; always sent as "W*H".
-local function size(v)
-  if type(v) ~= "string" then return nil, "must be a string like \"1024*1024\", got " .. type(v) end
-  local w, h = v:match("^(%d+)%s*[*xX]%s*(%d+)$")
-  w, h = tonumber(w), tonumber(h)
-  if not w then return nil, ("must look like \"1536*1024\" or \"1536x1024\", got %s"):format(params.show(v)) end
-  local pixels = w * h
-  if pixels < MIN_PIXELS or pixels > MAX_PIXELS then
-    return nil, ("is %d pixels (%d*%d); it must be between 512*512 and 2048*2048 in total")
-      :format(pixels, w, h)
-  end
-  return ("%d*%d"):format(w, h)
+-- The catalog ------------------------------------------------------------------------
+--
+-- `prompt` and `images` become the `{text}` and `{image}` items of the one
+-- user message (`into`); every other field is sent at the top level. Each
+-- model has its own rules: none is applied to another.
+
+local function prompt(max_length)
+  return { name = "prompt", type = "string", required = true, max_length = max_length, into = "text",
+           doc = "what to make or change" }
 end
 
---- An image: http(s) URL, data:image/...;base64 URI, or imgedit.file(path).
--- Files are kept as they are here and read when the body is built.
-local function image(v)
-  if file.is(v) then return v end
-  if type(v) == "string" and v:match("^data:") then
-    local payload = v:match("^data:image/[%w.+-]+;base64,(.*)$")
-    if not payload or payload == "" or not payload:match("^[%w+/]+=?=?$") then
-      return nil, "is not a data:image/<type>;base64,<data> URI"
+local IMAGES = { name = "images", type = "array", required = true, min_items = 1, operations = { "edit" },
+                 items = { type = "string", format = "image" }, into = "image",
+                 doc = "http(s) URLs, data:image URIs or imgedit.file(path), in order" }
+local RESPONSE_FORMAT = { name = "response_format", type = "string", choices = { "url", "b64_json" }, default = "url",
+                          doc = "url: temporary links; b64_json: the images in the answer" }
+local WATERMARK = { name = "watermark", type = "boolean", default = false }
+local SEED = { name = "seed", type = "integer", min = 0, max = 2147483647 }
+
+powertokens.models = {
+  {
+    name = "qwen-image-2.0-pro", operations = { "edit", "generate" },
+    doc = "Qwen Image 2.0 Pro: edits of images by prompt, or images from a prompt",
+    fields = {
+      prompt(800),
+      IMAGES,
+      RESPONSE_FORMAT,
+      { name = "n", type = "integer", min = 1, max = 6, doc = "how many images" },
+      { name = "size", type = "string", format = "size", min_pixels = 512 * 512, max_pixels = 2048 * 2048,
+        default = "512*512", doc = "W*H or WxH; sent as W*H" },
+      WATERMARK,
+      { name = "prompt_extend", type = "boolean", doc = "let the model rewrite the prompt" },
+      { name = "negative_prompt", type = "string", max_length = 500, doc = "what to avoid" },
+      SEED,
+    },
+  },
+  {
+    name = "wan2.7-image-pro", operations = { "edit", "generate" },
+    doc = "Wan 2.7 Image Pro: edits fusing several images, or images from a prompt",
+    fields = {
+      prompt(),
+      IMAGES,
+      RESPONSE_FORMAT,
+      { name = "n", type = "integer", min = 1, max = 4, operations = { "edit" }, doc = "how many images" },
+      { name = "n", type = "integer", min = 1, max = 4, operations = { "generate" },
+        when = { { field = "enable_sequential", equals = true, max = 12 } },
+        doc = "how many images; up to 12 with enable_sequential" },
+      { name = "size", type = "string", format = "size", presets = { "1K", "2K" }, default = "1K",
+        operations = { "edit" }, doc = "1K or 2K, or W*H" },
+      { name = "size", type = "string", format = "size", presets = { "1K", "2K", "4K" }, default = "1K",
+        operations = { "generate" }, doc = "1K, 2K or 4K, or W*H" },
+      WATERMARK,
+      { name = "negative_prompt", type = "string", operations = { "edit" }, doc = "what to avoid" },
+      { name = "seed", type = "integer", min = 0, max = 2147483647, default = 0 },
+      { name = "bbox_list", type = "array", operations = { "edit" }, same_length_as = "images",
+        items = { type = "array", items = { type = "array", items = { type = "integer" } } },
+        doc = "boxes to edit within: one list of boxes per input image, in order" },
+      { name = "thinking_mode", type = "boolean", operations = { "generate" } },
+      { name = "enable_sequential", type = "boolean", operations = { "generate" }, doc = "a sequence of images" },
+      { name = "color_palette", type = "array", operations = { "generate" }, items = { type = "object" },
+        doc = "a custom colour theme: an array of objects" },
+    },
+  },
+}
+
+-- Requests and answers ------------------------------------------------------------------
+
+--- The wire body of the messages form: the fields marked `into` become the
+-- items of the user message (images first, then the text), the others stay
+-- at the top level. Files are read here. `request.schema` knows which field
+-- goes where.
+local function wire_body(request)
+  local body = request.body
+  if not request.schema then return body end
+  local text, images
+  for _, f in ipairs(request.schema.fields) do
+    if f.into == "text" then
+      text, body[f.wire] = body[f.wire], nil
+    elseif f.into == "image" then
+      images, body[f.wire] = body[f.wire], nil
     end
-    return v
   end
-  local url, problem = checks.url(v)
-  if not url then
-    return nil, problem .. " (or a data:image URI, or imgedit.file(path))"
-  end
-  return url
-end
-
-local MODELS = checks.one_of({ "qwen-image-2.0-pro", "wan2.7-image-pro" })
-
-local function fields(operation, with_images)
-  local list = {
-    { name = "model", default = "qwen-image-2.0-pro", check = MODELS },
-    { name = "prompt", required = true, check = checks.text({ max = 800 }) },
-    { name = "n", check = checks.integer(1, 6) },
-    { name = "size", check = size },
-    { name = "response_format", check = checks.one_of({ "url", "b64_json" }) },
-    { name = "negative_prompt", check = checks.text({ max = 500 }) },
-    { name = "seed", check = checks.integer(0, 2147483647) },
-    { name = "watermark", check = checks.boolean },
-    { name = "prompt_extend", check = checks.boolean },
-  }
-  if with_images then
-    table.insert(list, 3, { name = "images", required = true, check = checks.array(image),
-      hint = "an array of http(s) URLs, data: URIs or imgedit.file(path)" })
-  end
-  return { operation = operation, fields = list, control = { timeout = true } }
-end
-
-local EDIT = fields("powertokens edit", true)
-local GENERATE = fields("powertokens generate", false)
-
---- Moves prompt and images into `input.messages[1].content`, reading files.
-local function wire_body(body)
   local content = {}
-  for _, item in ipairs(body.images or {}) do
+  for _, item in ipairs(images or {}) do
     if file.is(item) then
       local uri, err = item:data_uri()
       if not uri then return nil, err end
@@ -91,26 +127,59 @@ local function wire_body(body)
     end
     content[#content + 1] = { image = item }
   end
-  content[#content + 1] = { text = body.prompt }
-  body.images, body.prompt = nil, nil
+  content[#content + 1] = { text = text }
   body.input = { messages = { { role = "user", content = content } } }
   return body
 end
 
-local function run(client, schema, path, input)
-  local body, control = params.build(schema, input)
-  if not body then return nil, control end
-  if control.timeout ~= nil and (type(control.timeout) ~= "number" or control.timeout <= 0) then
-    return nil, errors.new("invalid_request", schema.operation .. ": timeout must be a positive number of seconds")
+--- An image of `data[i]`: its URL or base64 (a blob, when the core decoded
+-- it as it arrived), or the error the provider gave for that image alone.
+local function read_image(i, entry, blobs, res)
+  if type(entry) ~= "table" then
+    return nil, errors.new("decode", ("data[%d] is not an object"):format(i),
+      { status = res.status, request_id = res.request_id })
   end
-  local model = body.model
-  local err
-  body, err = wire_body(body)
+  if entry.error ~= nil and entry.error ~= params.null then
+    local e = type(entry.error) == "table" and entry.error or { message = entry.error }
+    local code = (type(e.code) == "string" or type(e.code) == "number") and e.code or nil
+    local message = type(e.message) == "string" and e.message or "the provider gave no reason"
+    return { error = errors.new("api", ("image %d failed on the provider's side: %s"):format(i, message),
+      { code = code, request_id = res.request_id,
+        advice = "the other images of the answer are kept; ask again for this one (billed again)" }) }
+  end
+  if type(entry.url) ~= "string" and type(entry.b64_json) ~= "string" then
+    return nil, errors.new("decode", ("data[%d] has neither url nor b64_json"):format(i),
+      { status = res.status, request_id = res.request_id })
+  end
+  local b64 = type(entry.b64_json) == "string" and entry.b64_json ~= "" and entry.b64_json or nil
+  -- an extracted value: its placeholder names the blob that holds it
+  local blob = b64 and blobs[tonumber(b64:match("^imgedit%-blob:(%d+)$"))]
+  return {
+    url = type(entry.url) == "string" and entry.url ~= "" and entry.url or nil,
+    b64_json = not blob and b64 or nil, blob = blob,
+    revised_prompt = type(entry.revised_prompt) == "string" and entry.revised_prompt or nil,
+  }
+end
+
+local function run(client, operation, input)
+  local request, err = params.request(powertokens, operation, input, client.config.strict_models)
+  if not request then return nil, err end
+  local control = request.control
+  if control.timeout ~= nil and not (params.is_finite(control.timeout) and control.timeout > 0) then
+    return nil, errors.new("invalid_request", ("powertokens %s: timeout must be a positive number of seconds, got %s")
+      :format(operation, params.show(control.timeout)))
+  end
+  if not request.validated or request.note then
+    log.unvalidated({ provider = powertokens.name, operation = operation, model = request.model,
+                      note = request.note })
+  end
+  local body
+  body, err = wire_body(request)
   if not body then return nil, err end
   local res
   res, err = transport.request(client, {
-    method = "POST", url = client.config.base_url .. path, json = body,
-    auth = true, billed = true, decode = true,
+    method = "POST", url = client.config.base_url .. PATHS[operation], json = body,
+    auth = true, billed = true, decode = true, model = request.model,
     -- base64 images are decoded by the core as they arrive (imgedit.result)
     extract = body.response_format == "b64_json" and "b64_json" or nil,
     deadline = control.timeout and (scheduler.now() + control.timeout) or nil,
@@ -124,31 +193,22 @@ local function run(client, schema, path, input)
   local blobs = res.blobs or {}
   local images = {}
   for i, entry in ipairs(raw.data) do
-    if type(entry) ~= "table" or (type(entry.url) ~= "string" and type(entry.b64_json) ~= "string") then
-      return nil, errors.new("decode", ("data[%d] has neither url nor b64_json"):format(i),
-        { status = res.status, request_id = res.request_id })
-    end
-    local b64 = type(entry.b64_json) == "string" and entry.b64_json ~= "" and entry.b64_json or nil
-    -- an extracted value: its placeholder names the blob that holds it
-    local blob = b64 and blobs[tonumber(b64:match("^imgedit%-blob:(%d+)$"))]
-    images[i] = {
-      url = type(entry.url) == "string" and entry.url ~= "" and entry.url or nil,
-      b64_json = not blob and b64 or nil, blob = blob,
-      revised_prompt = type(entry.revised_prompt) == "string" and entry.revised_prompt or nil,
-    }
+    images[i], err = read_image(i, entry, blobs, res)
+    if not images[i] then return nil, err end
   end
   return result.new(client, {
-    images = images, model = model, created = type(raw.created) == "number" and raw.created or nil,
+    images = images, model = type(raw.model) == "string" and raw.model or request.model,
+    created = params.is_finite(raw.created) and raw.created or nil,
     request_id = res.request_id, raw = raw,
   })
 end
 
-function powertokens.operations.edit(client, input)
-  return run(client, EDIT, "/v1/images/edits", input)
-end
+powertokens.implementation = {}
 
-function powertokens.operations.generate(client, input)
-  return run(client, GENERATE, "/v1/images/generations", input)
+for _, operation in ipairs(powertokens.operations) do
+  powertokens.implementation[operation] = function(client, input)
+    return run(client, operation, input)
+  end
 end
 
 return powertokens
