@@ -1,4 +1,7 @@
--- foxapi emulation: PHOTA models as asynchronous tasks (PROVIDERS.md section 1).
+-- foxapi emulation: the gateway's image models as asynchronous tasks
+-- (doc/providers.md, foxapi). This file keeps its own copy of each model's
+-- rules, written from the reference and not from the client's catalog: it
+-- is the specs' oracle.
 --
 -- Validation is deliberately stricter than the real gateway: unknown fields
 -- are refused too, so the specs prove that the client sends nothing unasked.
@@ -64,7 +67,112 @@ local function check_profile_ids(v)
   end
 end
 
+local function check_prompt_upto(max)
+  return function(v)
+    if type(v) ~= "string" or v == "" then return "must be a non-empty string" end
+    if http.utf8_length(v) > max then return ("must be at most %d characters"):format(max) end
+  end
+end
+
+local function check_choice(list)
+  local set = {}
+  for _, v in ipairs(list) do set[v] = true end
+  local text = table.concat(list, " ")
+  return function(v, nullable)
+    if nullable and v == cjson.null then return nil end
+    if not set[v] then return "must be one of " .. text end
+  end
+end
+
+local function nullable(check)
+  return function(v) return check(v, true) end
+end
+
+-- image_urls of the models where it is optional: null, or 1..max URLs.
+local function check_optional_urls(max)
+  return function(v)
+    if v == cjson.null then return nil end
+    local problem = check_urls(v)
+    if problem then return problem end
+    if max and #v > max then return ("must hold at most %d URLs"):format(max) end
+  end
+end
+
+local function check_count(max)
+  return function(v)
+    if not http.is_integer(v) or v < 1 or v > max then
+      return ("must be an integer between 1 and %d"):format(max)
+    end
+  end
+end
+
+local WAN_PRESETS = check_choice({"square_hd", "square", "portrait_4_3", "portrait_16_9",
+                                  "landscape_4_3", "landscape_16_9"})
+
+local function check_image_size(v)
+  if type(v) == "table" and v[1] == nil then
+    local unknown = http.unknown_key(v, {width = true, height = true})
+    if unknown then return "has an unknown field: " .. unknown end
+    for _, k in ipairs({"width", "height"}) do
+      if not http.is_integer(v[k]) or v[k] < 1 then return k .. " must be a positive integer" end
+    end
+    return nil
+  end
+  if WAN_PRESETS(v) then return "must be a preset name or {width, height}" end
+end
+
+-- Wan 2.7: edit mode with image_urls (1-4, at most 4 outputs), text to image
+-- without (at most 5).
+local function wan_rules(body)
+  local editing = body.image_urls ~= nil and body.image_urls ~= cjson.null
+  local n = body.num_outputs
+  if n ~= nil and editing and n > 4 then return "num_outputs", "must be between 1 and 4 when editing" end
+  return nil
+end
+
+local WAN = {
+  required = {"prompt"},
+  fields = {prompt = check_prompt_upto(2000), image_urls = check_optional_urls(4),
+            num_outputs = check_count(5), image_size = check_image_size},
+  check = wan_rules,
+}
+
+local GROK_RATIOS = check_choice({"2:1", "20:9", "19.5:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4",
+                                  "9:16", "9:19.5", "9:20", "1:2"})
+
+local GEMINI_PRO_RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9",
+                           "match_input_image"}
+local GEMINI_FLASH_RATIOS = {"1:4", "1:8", "4:1", "8:1"}
+for _, r in ipairs(GEMINI_PRO_RATIOS) do GEMINI_FLASH_RATIOS[#GEMINI_FLASH_RATIOS + 1] = r end
+
+local function gemini(ratios)
+  return {
+    required = {"prompt"},
+    -- image_urls: the name sibling platforms use for the input images
+    fields = {prompt = check_prompt, aspect_ratio = check_choice(ratios),
+              resolution = function(v) if type(v) ~= "string" or v == "" then return "must be a string" end end,
+              image_urls = check_optional_urls()},
+    resolution = "1K",
+  }
+end
+
 local MODELS = {
+  ["wan-2.7-image"] = WAN,
+  ["wan-2.7-image-pro"] = WAN,
+  ["grok-imagine-image"] = {
+    required = {"prompt"},
+    fields = {prompt = check_prompt, image_urls = check_optional_urls(),
+              num_outputs = check_count(4), aspect_ratio = nullable(GROK_RATIOS),
+              output_format = check_choice({"jpg", "jpeg", "png", "webp"})},
+    check = function(body)
+      if body.aspect_ratio ~= nil and body.aspect_ratio ~= cjson.null
+        and body.image_urls ~= nil and body.image_urls ~= cjson.null then
+        return "aspect_ratio", "applies to text to image only (no image_urls)"
+      end
+    end,
+  },
+  ["gemini-3-pro-image-preview"] = gemini(GEMINI_PRO_RATIOS),
+  ["gemini-3.1-flash-image-preview"] = gemini(GEMINI_FLASH_RATIOS),
   ["phota-image-edit"] = {
     required = {"prompt", "image_urls"},
     fields = {prompt = check_prompt, image_urls = check_urls,
@@ -125,6 +233,10 @@ local function validate(body)
     local problem = spec.fields[name](body[name])
     if problem then return nil, invalid(name .. " " .. problem, "invalid_parameter") end
   end
+  if spec.check then
+    local name, problem = spec.check(body)
+    if name then return nil, invalid(name .. " " .. problem, "invalid_parameter") end
+  end
   return spec
 end
 
@@ -146,8 +258,8 @@ end
 -- Nominal output dimensions (reported by the "output" result shape).
 local function dimensions(resolution, aspect_ratio)
   local long = resolution == "4K" and 4096 or 1024
-  local w, h = (aspect_ratio or "1:1"):match("^(%d+):(%d+)$")
-  w, h = tonumber(w), tonumber(h)
+  local w, h = (type(aspect_ratio) == "string" and aspect_ratio or "1:1"):match("^([%d.]+):([%d.]+)$")
+  w, h = tonumber(w) or 1, tonumber(h) or 1
   if w >= h then return long, math.floor(long * h / w + 0.5) end
   return math.floor(long * w / h + 0.5), long
 end
@@ -172,6 +284,7 @@ local function submit(ctx, req)
     start = ctx.now(), delay = config.task_delay, outcome = config.task_outcome,
     fail_code = config.fail_code, fail_message = config.fail_message,
     shape = spec.profile and "results" or config.result_shape,
+    task_info = config.poll_task_info,
     profile = spec.profile, outputs = outputs,
     credits = outputs * (resolution == "4K" and 10 or 5),
   }
@@ -210,7 +323,9 @@ local function task_view(ctx, task)
   else
     view.status, view.progress = task.outcome, 100
   end
-  view.task_info = {can_cancel = not done, estimated_time = estimated_time(task)}
+  if task.task_info then
+    view.task_info = {can_cancel = not done, estimated_time = estimated_time(task)}
+  end
 
   local results = cjson.null
   if view.status == "completed" then
@@ -225,7 +340,11 @@ local function task_view(ctx, task)
   elseif view.status == "failed" then
     view.error = {code = task.fail_code, message = task.fail_message, type = "task_error"}
   end
-  if task.shape == "output" then
+  if task.shape == "strings" and results ~= cjson.null then
+    -- plain URL strings, as sibling platforms answer
+    for i, r in ipairs(results) do results[i] = r.url or r end
+    view.results = results
+  elseif task.shape == "output" then
     if results ~= cjson.null then
       local urls = {}
       for i, r in ipairs(results) do urls[i] = r.url end

@@ -38,7 +38,8 @@ POST /_mock/faults):
                     task ends "failed", a powertokens request gets HTTP 500
   --task-outcome S  how foxapi tasks end: completed (default), failed or
                     cancelled
-  --result-shape S  foxapi results as "results" (default) or "output"
+  --result-shape S  foxapi results as "results" (default), "output" or
+                    "strings" (plain URL strings)
   --image-bytes N   size of the PNGs served (default 4096)
   --fault JSON      a fault, as POST /_mock/faults takes one; repeat for
                     several; /_mock/reset restores them. Examples:
@@ -69,7 +70,13 @@ local CONFIG = {
   task_outcome = {one_of("completed", "failed", "cancelled"), '"completed", "failed" or "cancelled"'},
   fail_code = {is_string, "a string"},
   fail_message = {is_string, "a string"},
-  result_shape = {one_of("results", "output"), '"results" or "output"'},
+  result_shape = {one_of("results", "output", "strings"), '"results", "output" or "strings"'},
+  poll_task_info = {function(v) return type(v) == "boolean" end, "true or false"},
+  failed_images = {function(v)
+                     if not http.is_array(v) then return false end
+                     for _, i in ipairs(v) do if not http.is_integer(i) or i < 1 then return false end end
+                     return true
+                   end, "an array of image positions (1, 2, ...)"},
   image_bytes = {function(v) return http.is_integer(v) and v >= 1 and v <= 2 ^ 31 end,
                  "an integer between 1 and 2^31"},
   fail_rate = {function(v) return type(v) == "number" and v >= 0 and v <= 1 end,
@@ -136,7 +143,8 @@ end
 
 local ERROR_TYPES = {
   [400] = "invalid_request_error", [401] = "authentication_error",
-  [402] = "insufficient_quota", [404] = "not_found", [422] = "invalid_request_error",
+  [402] = "insufficient_quota", [403] = "permission_error", [404] = "not_found",
+  [422] = "invalid_request_error",
   [429] = "rate_limit_error", [503] = "service_unavailable_error",
 }
 
@@ -428,6 +436,7 @@ function M.serve(opts)
       fail_code = "generation_failed",
       fail_message = "the model could not generate an image for this request",
       result_shape = opts.result_shape or "results", image_bytes = opts.image_bytes or 4096,
+      poll_task_info = true, failed_images = {},
       keys = opts.keys or {"sk-test"}, fail_rate = opts.fail_rate or 0,
     },
     default_faults = opts.faults,
