@@ -416,7 +416,8 @@ describe("model catalogs", function()
                                        extra = { image_urls = { URL } } }))
       assert.same({ model = "gemini-3-pro-image-preview", prompt = "p", image_urls = { URL } }, posts()[1].json)
       -- the emulator does not know these fields (it refuses them): they reached it as given
-      local _, err = helpers.pt(m):edit({ prompt = "p", images = { URL }, extra = { new_flag = true, depth = { 1, 2 } } })
+      local _, err = helpers.pt(m):edit({ prompt = "p", images = { URL },
+                                          extra = { new_flag = true, depth = { 1, 2 } } })
       assert.equal("api", err.kind)
       local body = posts()[2].json
       assert.equal(true, body.new_flag)
@@ -446,7 +447,8 @@ describe("model catalogs", function()
       assert.equal("api", err.kind) -- the emulator does not know it either: it reached it
       assert.same({ model = "phota-image-edit-2", prompt = "p", image_urls = { URL }, num_outputs = 3,
                     new_field = "x" }, posts()[1].json)
-      _, err = helpers.pt(m):edit({ model = "qwen-image-3", prompt = "p", images = { URL }, seed = 7 })
+      result, err = helpers.pt(m):edit({ model = "qwen-image-3", prompt = "p", images = { URL }, seed = 7 })
+      assert.is_nil(result)
       assert.equal("api", err.kind)
       assert.same({ model = "qwen-image-3", seed = 7, input = { messages = { { role = "user",
         content = { { image = URL }, { text = "p" } } } } } }, posts()[2].json)
