@@ -5,6 +5,7 @@
 #                   under each interpreter of $(LUAS)
 #   make demo       install, build, start the emulator, run one edit per provider
 #   make lint       luacheck + the C code built with -Wall -Wextra -Werror
+#   make catalog    the README's model tables and meta.lua's types, from the catalogs
 #   make doc        the API reference (LDoc) in build/doc
 #   make clean
 
@@ -43,7 +44,7 @@ SHELL      := /bin/bash
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-one demo lint check-rock doc clean bench
+.PHONY: all deps test test-one demo lint check-rock doc clean bench catalog
 
 all: $(CORE_SO)
 
@@ -78,7 +79,7 @@ demo: deps
 	$(LUA) examples/demo.lua
 
 lint: deps
-	luacheck $(wildcard lua spec examples bench bin/* .ci/*.lua)
+	luacheck $(wildcard lua spec examples bench tools bin/* .ci/*.lua)
 	@# the rockspec lists its files one by one: none may be forgotten
 	@for f in $(SRC) $$(find lua -name '*.lua'); do \
 	  grep -q "\"$$f\"" imgedit-scm-1.rockspec || { echo "imgedit-scm-1.rockspec does not list $$f"; exit 1; }; \
@@ -109,6 +110,11 @@ bench: deps all
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/baseline bench/baseline.c $(shell pkg-config --cflags --libs libcurl)
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/fastserver bench/fastserver.c
 	$(LUA) bench/run.lua
+
+# The README's model tables and meta.lua's model types, rebuilt from the
+# provider catalogs (spec/14 fails while they are stale).
+catalog: all
+	$(LUA) tools/catalog.lua
 
 # The API reference (LDoc, from the doc comments) in build/doc; any warning
 # LDoc prints fails the target.

@@ -162,8 +162,13 @@ describe("imgedit command", function()
           help = "imgedit edit --help" },
         { args = { "edit", "--prompt", "p" }, says = "at least one input image", help = "imgedit edit --help" },
         { args = { "edit", "--prompt", "p", "-i", URL, "--size", "1024x1024" },
-          says = "--size is a powertokens option", help = "imgedit edit --help" },
-        { args = { "enhance", "-p", "powertokens", "-i", URL }, says = "enhance is a foxapi operation",
+          says = "--size is not an option of foxapi phota-image-edit", help = "imgedit edit --help" },
+        { args = { "edit", "--prompt", "p", "-i", URL, "--size", "1024x1024" },
+          says = "--size is taken by powertokens qwen-image-2.0-pro", help = "imgedit edit --help" },
+        { args = { "edit", "--prompt", "p", "-i", URL, "--model", "wan2.7-image-pro", "-p", "powertokens",
+                   "--prompt-extend", "true" }, says = "its options: --response-format, -n, --size",
+          help = "imgedit edit --help" },
+        { args = { "enhance", "-p", "powertokens", "-i", URL }, says = "enhance is not an operation of powertokens",
           help = "imgedit enhance --help" },
         { args = { "task" }, says = "missing argument 'id'", help = "imgedit task --help" },
         { args = { "frobnicate" }, says = "unknown command 'frobnicate'", help = "imgedit --help" },
@@ -298,7 +303,7 @@ describe("imgedit command", function()
       local r = run(m, { "edit", "-i", URL, "--prompt", "p", "-o", out, "--json" })
       assert.equal(1, r.status)
       assert.matches("task_failed: task task%-[%w-]+ failed: the image shows no face", r.err)
-      assert.matches("change the input and submit again", r.err, 1, true)
+      assert.matches("the generation failed: submit it again (billed again)", r.err, 1, true)
       local value = cjson.decode(lines(r.out)[1])
       assert.is_false(value.ok)
       assert.equal("task_failed", value.error.kind)
@@ -320,6 +325,120 @@ describe("imgedit command", function()
       assert.equal(1, r.status)
       local id = m:tasks()[1].id
       assert.matches("imgedit task " .. id:gsub("%p", "%%%0") .. " %-%-wait %-o ", r.err)
+    end)
+  end)
+
+  describe("models, --model and --set", function()
+    it("imgedit models lists every catalog model with its operations and fields", function()
+      local r = run(m, { "models" })
+      assert.equal(0, r.status, r.err)
+      for _, word in ipairs({ "phota-image-edit  (edit; default for edit)", "wan-2.7-image  (edit, generate)",
+                              "grok-imagine-image", "gemini-3.1-flash-image-preview", "wan2.7-image-pro",
+                              "integer 1-4; default 1  [wire num_outputs; edit only]",
+                              "bbox_list", "string; at most 800 characters  [required]" }) do
+        assert.matches(word, r.out, 1, true)
+      end
+      r = run(m, { "models", "-p", "powertokens", "--json" })
+      assert.equal(0, r.status, r.err)
+      local list = lines(r.out)
+      assert.equal(1, #list)
+      local value = cjson.decode(list[1])
+      assert.equal("powertokens", value.provider)
+      assert.equal("qwen-image-2.0-pro", value.models[1].name)
+      assert.equal(800, value.models[1].fields[1].max_length)
+      assert.equal(0, #helpers.api_requests(m))
+    end)
+
+    it("--model picks any catalog model, with that model's own options", function()
+      local r = run(m, { "edit", "--model", "wan-2.7-image", "-i", URL, "-i", URL, "--prompt", "p", "-n", "2",
+                         "--image-size", "landscape_16_9", "-o", out })
+      assert.equal(0, r.status, r.err)
+      assert.same({ model = "wan-2.7-image", prompt = "p", image_urls = { URL, URL }, num_outputs = 2,
+                    image_size = "landscape_16_9" }, helpers.api_requests(m, SUBMIT)[1].json)
+      assert.equal(2, #lines(r.out))
+      r = run(m, { "generate", "-p", "powertokens", "--model", "wan2.7-image-pro", "--prompt", "p",
+                   "--size", "4K", "--watermark", "false", "-o", out })
+      assert.equal(0, r.status, r.err)
+      local body = helpers.api_requests(m, "/powertokens/v1/images/generations")[1].json
+      assert.equal("4K", body.size)
+      assert.equal(false, body.watermark)
+    end)
+
+    it("a usage error names the values the chosen model takes, and nothing is sent", function()
+      local r = run(m, { "edit", "--model", "wan-2.7-image", "-i", URL, "--prompt", "p", "--image-size", "huge" })
+      assert.equal(2, r.status)
+      assert.matches("image_size must be one of", r.err, 1, true)
+      assert.matches("square_hd", r.err, 1, true)
+      r = run(m, { "generate", "--model", "grok-imagine-image", "--prompt", "p", "-n", "9" })
+      assert.equal(2, r.status)
+      assert.matches("n must be between 1 and 4, got 9", r.err, 1, true)
+      assert.equal(0, #helpers.api_requests(m))
+    end)
+
+    it("--set checks a parameter the model has and sends any other through extra", function()
+      local r = run(m, { "edit", "-p", "powertokens", "--model", "wan2.7-image-pro", "-i", URL, "--prompt", "p",
+                         "--set", "bbox_list=[[[0,0,10,10]]]", "-o", out })
+      assert.equal(0, r.status, r.err)
+      assert.same({ { { 0, 0, 10, 10 } } }, helpers.api_requests(m, EDITS)[1].json.bbox_list)
+      r = run(m, { "edit", "-p", "powertokens", "--model", "wan2.7-image-pro", "-i", URL, "--prompt", "p",
+                   "--set", "bbox_list=[[1]]" })
+      assert.equal(2, r.status)
+      assert.matches("bbox_list [1] [1] must be an array", r.err, 1, true)
+      r = run(m, { "generate", "--model", "gemini-3-pro-image-preview", "--prompt", "p",
+                   "--set", 'image_urls=["' .. URL .. '"]', "--set", 'resolution="2K"', "-o", out })
+      assert.equal(0, r.status, r.err)
+      assert.same({ model = "gemini-3-pro-image-preview", prompt = "p", image_urls = { URL }, resolution = "2K" },
+        helpers.api_requests(m, SUBMIT)[1].json)
+      r = run(m, { "edit", "-i", URL, "--prompt", "p", "--set", "seed=notjson" })
+      assert.equal(2, r.status)
+      assert.matches("the value is not JSON", r.err, 1, true)
+      assert.equal(2, #helpers.api_requests(m, "/v1/images/"))
+    end)
+
+    it("--model outside the catalog is sent as given", function()
+      local r = run(m, { "edit", "--model", "phota-image-edit-2", "-i", URL, "--prompt", "p", "-n", "2",
+                         "--set", "style=\"vivid\"", "-o", out })
+      assert.equal(1, r.status) -- the emulator does not know it either
+      assert.same({ model = "phota-image-edit-2", prompt = "p", image_urls = { URL }, num_outputs = 2,
+                    style = "vivid" }, helpers.api_requests(m, SUBMIT)[1].json)
+    end)
+
+    it("create_profile prints the profile id", function()
+      local r = run(m, { "create_profile", "--archive", "https://example.com/faces.zip", "-o", out })
+      assert.equal(0, r.status, r.err)
+      assert.matches("^profile_", r.out)
+      assert.same({ model = "phota-create-profile", image_archive_url = "https://example.com/faces.zip" },
+        helpers.api_requests(m, SUBMIT)[1].json)
+    end)
+
+    it("a batch line may carry model and extra, checked by the library before anything is sent", function()
+      local jobs_dir = helpers.tmpdir()
+      local good = {
+        { id = "w", model = "wan-2.7-image", op = "generate", prompt = "p", n = 3 },
+        { id = "g", model = "gemini-3-pro-image-preview", op = "generate", prompt = "p",
+          extra = { image_urls = { URL } } },
+      }
+      local jobs = write_jobs(jobs_dir, { good[1], good[2],
+        { id = "bad", model = "grok-imagine-image", op = "generate", prompt = "p", n = 5 } })
+      local r = run(m, { "batch", jobs, "-o", out })
+      assert.equal(2, r.status, r.out .. r.err)
+      assert.matches("line 3", r.err, 1, true)
+      assert.matches("n must be between 1 and 4", r.err, 1, true)
+      assert.equal(0, #helpers.api_requests(m))
+      jobs = write_jobs(jobs_dir, good)
+      r = run(m, { "batch", jobs, "-o", out })
+      helpers.rmdir(jobs_dir)
+      assert.equal(0, r.status, r.out .. r.err)
+      local posts = helpers.api_requests(m, SUBMIT)
+      assert.equal(2, #posts)
+      local by_model = {}
+      for _, p in ipairs(posts) do by_model[p.json.model] = p.json end
+      assert.same({ model = "wan-2.7-image", prompt = "p", num_outputs = 3 }, by_model["wan-2.7-image"])
+      assert.same({ model = "gemini-3-pro-image-preview", prompt = "p", image_urls = { URL } },
+        by_model["gemini-3-pro-image-preview"])
+      for _, name in ipairs({ "w-1.png", "w-2.png", "w-3.png", "g-1.png" }) do
+        assert.is_true(is_png(out .. "/" .. name), name)
+      end
     end)
   end)
 

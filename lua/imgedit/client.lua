@@ -184,6 +184,18 @@ for _, name in ipairs(OPERATIONS) do
   end
 end
 
+--- Validates `input` for operation `name` of client `c` exactly as the
+-- operation would, sending nothing: true, or nil and an `invalid_request`
+-- error (what `imgedit batch` checks every line with first).
+function client.check(c, name, input)
+  params.check_self(c, Client, "client.check", "imgedit client")
+  if not c.provider.implementation[name] or name == "check" or name == "task" then
+    return invalid(("%s has no %s operation (it offers: %s)"):format(c.provider.name, name,
+      table.concat(offered_by[c.provider.name], ", ")))
+  end
+  return c.provider.implementation.check(c, name, input)
+end
+
 --- One authenticated request of client `c` to its base URL plus `path`,
 -- never retried: what `imgedit doctor --ping` asks a provider with
 -- (descriptor.ping). Returns `{status =, request_id =}` for any HTTP

@@ -43,6 +43,7 @@
 
 local errors = require("imgedit.errors")
 local file = require("imgedit.file")
+local providers = require("imgedit.providers")
 
 local params = {}
 
@@ -644,6 +645,17 @@ end
 --- Schemas compiled so far: catalog entry -> operation -> schema.
 local compiled = setmetatable({}, { __mode = "k" })
 
+--- Advice for a local file given to a provider that takes none: the
+-- providers that do.
+local function files_elsewhere()
+  local names = {}
+  for _, name in ipairs(providers.names()) do
+    if providers.get(name).local_files then names[#names + 1] = name end
+  end
+  if #names == 0 then return "" end
+  return (", or use a provider that takes local files (%s)"):format(table.concat(names, ", "))
+end
+
 local function schema_for(d, entry, operation)
   local by_op = compiled[entry]
   if not by_op then
@@ -654,7 +666,8 @@ local function schema_for(d, entry, operation)
   if not schema then
     schema = params.compile(entry, operation, {
       label = d.name .. " " .. operation, provider = d.name, local_files = d.local_files,
-      files_elsewhere = d.files_elsewhere, control = d.control, reserved = d.reserved,
+      files_elsewhere = not d.local_files and files_elsewhere() or nil, control = d.control,
+      reserved = d.reserved,
     })
     by_op[operation] = schema
   end

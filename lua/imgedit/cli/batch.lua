@@ -6,8 +6,8 @@
 -- then run concurrently (`imgedit.gather`); a failed job never stops the
 -- others; a summary ends the run.
 --
--- Resuming: a job is skipped when its outputs exist, and a foxapi job whose
--- task id is in the journal (`imgedit.cli.journal`) is polled, not submitted
+-- Resuming: a job is skipped when its outputs exist, and a job of an
+-- asynchronous provider whose task id is in the journal (`imgedit.cli.journal`) is polled, not submitted
 -- again. So a batch killed mid-way and started again pays for nothing twice.
 -- @module imgedit.cli.batch
 
@@ -17,6 +17,7 @@ local job = require("imgedit.cli.job")
 local journal = require("imgedit.cli.journal")
 local output = require("imgedit.cli.output")
 local progress = require("imgedit.cli.progress")
+local providers = require("imgedit.providers")
 
 local batch = {}
 
@@ -122,7 +123,7 @@ local function advice(j, err)
       :format(tostring(err.task_id), err.kind == "cancelled" and "was cancelled" or
         (err.kind == "not_found" and "is gone" or "failed"))
   end
-  if err.task_id and j.provider == "foxapi" then
+  if err.task_id and providers.get(j.provider).asynchronous then
     return ("run the same command again: it resumes polling task %s, without submitting it again")
       :format(err.task_id)
   end
@@ -140,12 +141,20 @@ end
 function batch.run(opts)
   local jobs, err = batch.read(opts.file, { provider = opts.provider })
   if not jobs then return nil, err end
-  local providers = {}
-  for _, j in ipairs(jobs) do providers[j.provider] = true end
-  for _, name in ipairs({ "foxapi", "powertokens" }) do
-    if providers[name] then
+  local used = {}
+  for _, j in ipairs(jobs) do used[j.provider] = true end
+  for _, name in ipairs(providers.names()) do
+    if used[name] then
       local ok, problem = opts.check_key(name)
       if not ok then return nil, problem end
+    end
+  end
+  -- every line as the library would check it, before anything is sent
+  for _, j in ipairs(jobs) do
+    local ok, problem = job.check(j, opts.client(j.provider))
+    if not ok then
+      return nil, output.usage(("%s line %d: %s; fix it and run again"):format(opts.file, j.line,
+        tostring(problem.message or problem)), "batch")
     end
   end
 
@@ -175,7 +184,7 @@ function batch.run(opts)
                            op = j.op, files = output.array(files) })
       end
     else
-      if state and state.task_id and j.provider == "foxapi" then
+      if state and state.task_id and providers.get(j.provider).asynchronous then
         if state.spec ~= j.spec then
           display:log(("%s: line %d changed since it was submitted as task %s; submitting it again")
             :format(j.key, j.line, state.task_id))

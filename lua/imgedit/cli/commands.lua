@@ -5,59 +5,135 @@
 -- parameters the library refuses before sending anything.
 -- @module imgedit.cli.commands
 
+local cjson = require("cjson")
 local imgedit = require("imgedit")
 local job = require("imgedit.cli.job")
+local models = require("imgedit.cli.models")
 local output = require("imgedit.cli.output")
 local progress = require("imgedit.cli.progress")
+local providers = require("imgedit.providers")
 
 local commands = {}
-
---- Options that belong to one provider only, and what the other uses instead.
-local PROVIDER_OPTIONS = {
-  { option = "size", flag = "--size", provider = "powertokens", instead = "foxapi uses --resolution 1K|4K" },
-  { option = "format", flag = "--format", provider = "powertokens", instead = "foxapi results are URLs" },
-  { option = "seed", flag = "--seed", provider = "powertokens" },
-  { option = "negative", flag = "--negative", provider = "powertokens" },
-  { option = "resolution", flag = "--resolution", provider = "foxapi", instead = "powertokens uses --size WxH" },
-  { option = "aspect_ratio", flag = "--aspect-ratio", provider = "foxapi", instead = "powertokens uses --size WxH" },
-}
 
 --- Kinds of error after which the task may still finish on the server.
 local STILL_RUNNING = { timeout = true, network = true, server = true, rate_limited = true, decode = true }
 
-local function check_provider_options(args)
-  for _, p in ipairs(PROVIDER_OPTIONS) do
-    if args[p.option] ~= nil and args.provider ~= p.provider then
-      return output.usage(("%s is a %s option%s: drop it, or add --provider %s"):format(p.flag, p.provider,
-        p.instead and (" (" .. p.instead .. ")") or "", p.provider), args.command)
+--- argparse's key of an option's value (its long name, dashes as underscores).
+local function arg_key(option)
+  return option.name
+end
+
+--- The parameters the options of `op` give, by field name, and the
+-- options that were given (for messages).
+local function given_options(args, op)
+  local params, given = {}, {}
+  for _, option in ipairs(models.options(op)) do
+    local value = args[arg_key(option)]
+    if value ~= nil then
+      params[option.name] = value
+      given[#given + 1] = option
+    end
+  end
+  return params, given
+end
+
+--- `--set NAME=JSON` values: into `params` where the model has the name
+-- (checked as that parameter), into `extra` otherwise (sent as given).
+local function apply_set(list, entry, own, op, params)
+  local known = {}
+  if own then
+    for _, f in ipairs(models.fields(entry, op)) do
+      known[f.name] = true
+      if f.wire then known[f.wire] = true end
+    end
+  end
+  local extra
+  for _, item in ipairs(list or {}) do
+    local name, text = item:match("^([%w_.-]+)=(.*)$")
+    if not name then
+      return nil, output.usage(("--set %s: write NAME=JSON, e.g. --set 'seed=7' or --set 'style=\"vivid\"'")
+        :format(item), op)
+    end
+    local ok, value = pcall(cjson.decode, text)
+    if not ok then
+      return nil, output.usage(("--set %s: the value is not JSON (a string needs quotes: %s='\"%s\"')")
+        :format(item, name, text), op)
+    end
+    if known[name] then
+      params[name] = value
+    else
+      extra = extra or {}
+      extra[name] = value
+    end
+  end
+  if extra then params.extra = extra end
+  return true
+end
+
+--- Options given that the chosen model does not take: a usage error that
+-- lists the ones it does, and which models take the option.
+local function check_options(given, entry, op, d, model)
+  local fields = {}
+  for _, f in ipairs(models.fields(entry, op)) do fields[f.name] = true end
+  for _, option in ipairs(given) do
+    if not fields[option.name] then
+      local takers = {}
+      for _, t in ipairs(option.takers) do takers[#takers + 1] = ("%s %s"):format(t.provider, t.model) end
+      local flags = models.flags_of(entry, op)
+      return output.usage(("%s is not an option of %s %s; its options: %s (and --set NAME=JSON for fields"
+        .. " beyond them). %s is taken by %s: pick one with --model%s"):format(option.flag, d.name, model,
+        #flags > 0 and table.concat(flags, ", ") or "none", option.flag, table.concat(takers, ", "),
+        " (and -p for another provider)"), op)
     end
   end
   return nil
 end
 
---- The job spec of edit / generate / enhance options.
+--- The job spec of an operation's options.
 local function spec_of(args, op)
-  local spec = {
-    provider = args.provider, op = op, id = args.name,
-    prompt = args.prompt, n = args.n, resolution = args.resolution, size = args.size,
-    response_format = args.format, seed = args.seed, negative_prompt = args.negative,
-    aspect_ratio = args.aspect_ratio, creativity = args.creativity, resemblance = args.resemblance,
-    model = args.model,
-  }
-  local images = args.image or {}
-  if op == "edit" then
-    if #images == 0 then
-      return nil, output.usage("edit needs at least one input image: add --image URL (or --image PATH with"
-        .. " --provider powertokens)", op)
-    end
-    spec.images = images
-  elseif op == "enhance" then
-    if #images ~= 1 then
-      return nil, output.usage("enhance takes exactly one --image URL", op)
-    end
-    spec.image = images[1]
+  local d = providers.get(args.provider)
+  local offered = false
+  for _, o in ipairs(d.operations) do offered = offered or o == op end
+  if not offered then
+    return nil, output.usage(("%s is not an operation of %s (it offers: %s): use -p %s"):format(op, d.name,
+      table.concat(d.operations, ", "), table.concat(models.providers_for(op), " or -p ")), op)
   end
-  return spec
+  local model = args.model or d.defaults[op]
+  local entry, own = job.entry(d, op, model)
+  local params, given = given_options(args, op)
+  if own then
+    local problem = check_options(given, entry, op, d, model)
+    if problem then return nil, problem end
+  end
+  local ok, problem = apply_set(args.set, entry, own, op, params)
+  if not ok then return nil, problem end
+  params.provider, params.op, params.id, params.model = args.provider, op, args.name, args.model
+  for _, f in ipairs(models.fields(entry, op)) do
+    if f.name == "prompt" then
+      if args.prompt == nil and f.required and own then
+        return nil, output.usage(("%s %s needs --prompt TEXT"):format(d.name, model), op)
+      end
+      params.prompt = args.prompt
+    end
+  end
+  local field = job.image_field(entry, op)
+  local images = args.image or {}
+  if field then
+    if field.type ~= "array" then
+      if #images ~= 1 and (field.required or #images > 1) then
+        return nil, output.usage(("%s takes exactly one --image URL"):format(op), op)
+      end
+      params[field.name] = images[1]
+    elseif #images == 0 and field.required then
+      return nil, output.usage(("%s needs at least one input image: add --image URL%s"):format(op,
+        d.local_files and " (or --image PATH)" or ""), op)
+    elseif #images > 0 then
+      params[field.name] = images
+    end
+  elseif #images > 0 then
+    return nil, output.usage(("%s %s takes no input image: drop --image"):format(d.name, model), op)
+  end
+  return params
 end
 
 --- What to tell about an error after which the task goes on on the server.
@@ -90,6 +166,7 @@ local function succeed(args, j, result, display)
     output.json_line(line)
   else
     for _, path in ipairs(result.files) do display:result(path) end
+    if result.profile_id then io.stdout:write(result.profile_id, "\n") end
   end
   return 0
 end
@@ -119,15 +196,9 @@ local function run_job(args, ctx, j)
   return succeed(args, j, result, display)
 end
 
---- `imgedit edit|generate|enhance ...`
+--- `imgedit <operation> ...`
 function commands.operation(args, ctx)
   local op = args.command
-  if op == "enhance" and args.provider ~= "foxapi" then
-    return nil, output.usage("enhance is a foxapi operation (powertokens has none): drop --provider "
-      .. args.provider .. " or use --provider foxapi", op)
-  end
-  local problem = check_provider_options(args)
-  if problem then return nil, problem end
   local spec, err = spec_of(args, op)
   if not spec then return nil, err end
   local j
@@ -145,11 +216,11 @@ end
 
 --- `imgedit task ID [--wait]`
 function commands.task(args, ctx)
-  local ready, err = ctx.prepare("foxapi")
+  local ready, err = ctx.prepare(args.provider)
   if not ready then return nil, err end
-  local client = ctx.client("foxapi")
+  local client = ctx.client(args.provider)
   if args.wait then
-    local j = { key = "task", provider = "foxapi", op = "edit", resume = args.id,
+    local j = { key = "task", provider = args.provider, op = "edit", resume = args.id,
                 name = args.name and job.safe_name(args.name) or nil }
     return run_job(args, ctx, j)
   end
@@ -159,13 +230,10 @@ function commands.task(args, ctx)
   local ok, refresh_err = imgedit.run(function() return task:refresh() end)
   if not ok then return fail(args, refresh_err) end
   local urls = output.array()
-  for _, entry in ipairs(type(task.raw.results) == "table" and task.raw.results or {}) do
-    if type(entry) == "table" and type(entry.url) == "string" then urls[#urls + 1] = entry.url end
-  end
-  if type(task.raw.output) == "table" and #urls == 0 then
-    for _, url in ipairs(type(task.raw.output.urls) == "table" and task.raw.output.urls or { task.raw.output.url }) do
-      if type(url) == "string" then urls[#urls + 1] = url end
-    end
+  if task.status == "completed" then
+    -- a finished task's wait makes no request: it reads the result
+    local result = task:wait()
+    for _, image in ipairs(result and result.images or {}) do urls[#urls + 1] = image.url end
   end
   local failed = task.status == "failed" or task.status == "cancelled"
   local e = type(task.error) == "table" and task.error or {}

@@ -1,36 +1,56 @@
 --- The `imgedit` command: `imgedit.cli.main(argv)` → exit status.
 --
---     imgedit edit --image URL --prompt TEXT [-o DIR]
+--     imgedit edit --image URL --prompt TEXT [--model NAME] [-o DIR]
 --     imgedit generate --prompt TEXT
 --     imgedit enhance --image URL
 --     imgedit task ID [--wait]
 --     imgedit batch jobs.jsonl [--concurrency N] [-o DIR]
+--     imgedit models [-p PROVIDER] [--json]
 --     imgedit mock [emulator options]
+--
+-- There is one command per operation of the providers, and its options
+-- come from the model catalogs (`imgedit.cli.models`).
 --
 -- Exit status: 0 success, 1 an API or task failure, 2 a usage error
 -- (nothing was sent), 130 interrupted. The options are parsed by
 -- lua-argparse; each concern has its module: `job` (one unit of work),
--- `commands` (the single-job commands), `batch`, `journal`, `progress` (the
--- display) and `output` (JSON and errors).
+-- `commands` (the single-job commands), `batch`, `journal`, `models` (the
+-- catalogs as the command shows them), `progress` (the display) and
+-- `output` (JSON and errors).
 -- @module imgedit.cli
 
 local argparse = require("argparse")
+local models = require("imgedit.cli.models")
 
 local cli = {}
 
-local ENVIRONMENT = [[
+local unpack = table.unpack or unpack
+
+--- The environment variables of every provider, then the rest.
+local function environment()
+  local keys, urls = {}, {}
+  for _, d in ipairs(models.descriptors()) do
+    keys[#keys + 1] = d.env.api_key
+    urls[#urls + 1] = d.env.base_url
+  end
+  local k, u = table.concat(keys, ", "), table.concat(urls, ", ")
+  local width = math.max(#k, #u) + 2
+  return ([[
 Environment:
-  FOXAPI_API_KEY, POWERTOKENS_API_KEY    the API keys (or --api-key)
-  FOXAPI_BASE_URL, POWERTOKENS_BASE_URL  API origins, e.g. the emulator's
-  IMGEDIT_LOG=debug                      one line per HTTP attempt on stderr
+  %s%sthe API keys (or --api-key)
+  %s%sAPI origins, e.g. the emulator's
+  %s%sone line per HTTP attempt on stderr
 
 Exit status: 0 success, 1 an API or task failure, 2 a usage error (nothing
-was sent), 130 interrupted.]]
+was sent), 130 interrupted.]]):format(k, (" "):rep(width - #k), u, (" "):rep(width - #u), "IMGEDIT_LOG=debug",
+    (" "):rep(width - 17))
+end
 
 local function number_arg(flag, min, max, whole)
   return function(text)
     local value = tonumber(text)
-    if not value or (whole and value ~= math.floor(value)) or (min and value < min) or (max and value > max) then
+    if not value or value ~= value or value == math.huge or value == -math.huge
+      or (whole and value ~= math.floor(value)) or (min and value < min) or (max and value > max) then
       local what = whole and "a whole number" or "a number"
       if min and max then what = ("%s from %s to %s"):format(what, min, max)
       elseif min then what = ("%s of at least %s"):format(what, min) end
@@ -38,6 +58,14 @@ local function number_arg(flag, min, max, whole)
     end
     if whole and math.tointeger then value = math.tointeger(value) end
     return value
+  end
+end
+
+local function boolean_arg(flag)
+  return function(text)
+    if text == "true" then return true end
+    if text == "false" then return false end
+    return nil, ("%s must be true or false, got '%s'"):format(flag, text)
   end
 end
 
@@ -49,47 +77,99 @@ local function add_common(cmd)
     cmd:option("--progress", "Progress on standard error: auto (live lines on a terminal, plain log"
       .. " lines otherwise), tty, plain or none.", "auto")
       :choices({ "auto", "tty", "plain", "none" }):argname("<mode>"))
+  local keys, urls, timeouts = {}, {}, {}
+  for _, d in ipairs(models.descriptors()) do
+    keys[#keys + 1] = "$" .. d.env.api_key
+    urls[#urls + 1] = "$" .. d.env.base_url
+    timeouts[#timeouts + 1] = ("%s %d"):format(d.name, d.asynchronous and 600 or d.timeout)
+  end
   cmd:group("Connection",
-    cmd:option("--timeout", "Seconds to wait for the result (foxapi default 600, powertokens 300).")
-      :convert(number_arg("--timeout", 0.001)):argname("<seconds>"),
-    cmd:option("--api-key", "API key; default $FOXAPI_API_KEY or $POWERTOKENS_API_KEY (prefer those:"
-      .. " a key on the command line shows in ps)."):argname("<key>"),
-    cmd:option("--base-url", "API origin; default $FOXAPI_BASE_URL or $POWERTOKENS_BASE_URL, else the"
-      .. " provider's."):argname("<url>"),
+    cmd:option("--timeout", ("Seconds to wait for the result (%s)."):format(table.concat(timeouts, ", ")))
+      :convert(number_arg("--timeout", 0.001, 1e9)):argname("<seconds>"),
+    cmd:option("--api-key", ("API key; default %s (prefer those: a key on the command line shows in ps).")
+      :format(models.join(keys))):argname("<key>"),
+    cmd:option("--base-url", ("API origin; default %s, else the provider's."):format(models.join(urls)))
+      :argname("<url>"),
     cmd:flag("--allow-http", "Accept a plain http:// base URL on another machine (the key then crosses"
       .. " the network unencrypted); loopback needs no flag."))
 end
 
-local function add_provider(cmd)
-  return cmd:option("-p --provider", "foxapi (PHOTA, asynchronous tasks) or powertokens (Qwen / Wan,"
-    .. " synchronous).", "foxapi"):choices({ "foxapi", "powertokens" }):argname("<name>")
+--- -p/--provider among `names`, default `default` (or the first).
+local function add_provider(cmd, names, default)
+  local described = {}
+  for _, name in ipairs(names) do
+    described[#described + 1] = ("%s (%s)"):format(name, require("imgedit.providers").get(name).title)
+  end
+  return cmd:option("-p --provider", table.concat(described, ", ") .. ".", default or names[1])
+    :choices(names):argname("<name>")
 end
 
-local function add_name_and_model(cmd)
-  return cmd:option("--model", "Model; default phota-image-edit / phota-image / phota-image-enhance"
-      .. " (foxapi), qwen-image-2.0-pro (powertokens).")
-      :argname("<name>"),
+--- The operation's options: --model, --name, --set, then one per field of
+-- the catalogs' models that do `op`, with their help.
+local function add_request_options(cmd, op)
+  local defaults = {}
+  for _, d in ipairs(models.descriptors()) do
+    if d.defaults[op] then defaults[#defaults + 1] = ("%s (%s)"):format(d.defaults[op], d.name) end
+  end
+  local list = {
+    cmd:option("--model", ("Any model, in the catalog or not ('imgedit models' lists them); default %s.")
+      :format(table.concat(defaults, ", "))):argname("<name>"),
+    cmd:option("--set", "Set a parameter by name to a JSON value, e.g. --set 'seed=7'; repeatable. Checked as"
+      .. " that parameter when the model has it, sent as given otherwise."):count("*"):argname("<name=json>"),
     cmd:option("--name", "File name prefix: DIR/NAME-1.png, ...; default the task or request id.")
-      :argname("<prefix>")
+      :argname("<prefix>"),
+  }
+  for _, option in ipairs(models.options(op)) do
+    local names = option.flag .. (option.alias and (" " .. option.alias) or "")
+    local o = cmd:option(names, models.help(option))
+    if option.type == "integer" then
+      o:convert(number_arg(option.flag, nil, nil, true)):argname("<n>")
+    elseif option.type == "number" then
+      o:convert(number_arg(option.flag)):argname("<x>")
+    elseif option.type == "boolean" then
+      o:convert(boolean_arg(option.flag)):argname("<true|false>")
+    else
+      o:argname("<" .. option.name:gsub("_", "-") .. ">")
+    end
+    list[#list + 1] = o
+  end
+  return list
 end
 
---- The powertokens generation options edit and generate share, then --name
--- and --model.
-local function add_generation_options(cmd)
-  return cmd:option("--format", "powertokens: url (default) or b64_json."):choices({ "url", "b64_json" })
-      :argname("<fmt>"),
-    cmd:option("--seed", "powertokens: random seed, 0-2147483647.")
-      :convert(number_arg("--seed", 0, 2147483647, true)):argname("<n>"),
-    cmd:option("--negative", "powertokens: what to avoid (negative prompt)."):argname("<text>"),
-    add_name_and_model(cmd)
+--- What follows the examples of each operation's help.
+local NOTES = {
+  edit = [[
+Input images are public URLs; where the provider takes local files, paths
+too (sent as data: URIs). Saved files are printed, one per line (--json: one
+JSON object). Each option says which models take it.]],
+  create_profile = "Prints the profile id; later requests take it with --set 'profile_ids=[\"ID\"]'.",
+}
+
+--- The help's epilog of `op`: the providers' examples, then the notes.
+local function epilog(op)
+  local lines = {}
+  for _, d in ipairs(models.descriptors()) do
+    for _, example in ipairs((d.examples or {})[op] or {}) do lines[#lines + 1] = "  " .. example end
+  end
+  local text = #lines > 0 and ((#lines == 1 and "Example:\n" or "Examples:\n") .. table.concat(lines, "\n")) or ""
+  if NOTES[op] then text = text .. (text ~= "" and "\n\n" or "") .. NOTES[op] end
+  return text ~= "" and text or nil
 end
+
+local SUMMARY = {
+  edit = "Edit images by prompt; saves the results.",
+  generate = "Make images from a prompt; saves the results.",
+  enhance = "Enhance one image; saves the result.",
+  create_profile = "Make a face profile from a ZIP of photos; prints its id.",
+}
 
 --- The argument parser.
 function cli.parser()
-  local parser = argparse("imgedit", "Edit and generate images through the foxapi and powertokens image APIs.")
+  local parser = argparse("imgedit", ("Edit and generate images through the %s image APIs.")
+      :format(models.join(require("imgedit.providers").names(), "and")))
     :command_target("command")
     :help_max_width(79)
-    :epilog("Run 'imgedit <command> --help' for a command's options.\n\n" .. ENVIRONMENT)
+    :epilog("Run 'imgedit <command> --help' for a command's options.\n\n" .. environment())
   parser:flag("--version", "Print the version and exit."):action(function()
     local imgedit = require("imgedit")
     local core = require("imgedit.core")
@@ -97,79 +177,60 @@ function cli.parser()
     os.exit(0)
   end)
 
-  local edit = parser:command("edit", "Edit images by prompt; saves the results.")
-    :epilog([[
-Examples:
-  imgedit edit -i https://example.com/me.jpg --prompt "Beach at sunset" -o out
-  imgedit edit -p powertokens -i photo.jpg --prompt "Seaside" --size 1536x1024
+  for _, op in ipairs(models.operations()) do
+    local cmd = parser:command(op, SUMMARY[op] or (op .. " through a provider's model."))
+    if epilog(op) then cmd:epilog(epilog(op)) end
+    -- every provider may be named: one without the operation is told so
+    local request = { add_provider(cmd, require("imgedit.providers").names(), models.providers_for(op)[1]) }
+    local has_images, has_prompt = false, false
+    for _, d in ipairs(models.descriptors()) do
+      for _, entry in ipairs(d.models) do
+        for _, f in ipairs(models.fields(entry, op)) do
+          has_images = has_images or models.is_images(f)
+          has_prompt = has_prompt or f.name == "prompt"
+        end
+      end
+    end
+    if has_images then
+      request[#request + 1] = cmd:option("-i --image", "Input image: a public URL, or a local file where the"
+        .. " provider takes them. Repeat for several."):count("*"):argname("<url|path>")
+    end
+    if has_prompt then
+      request[#request + 1] = cmd:option("--prompt", "What to make or change."):argname("<text>")
+    end
+    for _, o in ipairs(add_request_options(cmd, op)) do request[#request + 1] = o end
+    cmd:group("Request", unpack(request))
+    add_common(cmd)
+  end
 
-foxapi takes public image URLs only; powertokens also takes local files
-(sent as data: URIs). Saved files are printed, one per line (--json: one JSON
-object).]])
-  edit:group("Request",
-    add_provider(edit),
-    edit:option("-i --image", "Input image: a public URL, or a local file (powertokens). Repeat for"
-      .. " several."):count("*"):argname("<url|path>"),
-    edit:option("--prompt", "What to change."):count(1):argname("<text>"),
-    edit:option("-n", "How many images (foxapi 1-10, powertokens 1-6; default 1).")
-      :convert(number_arg("-n", 1, 10, true)):argname("<n>"),
-    edit:option("--resolution", "foxapi: 1K (default) or 4K."):choices({ "1K", "4K" }):argname("<res>"),
-    edit:option("--size", "powertokens: WxH, e.g. 1536x1024 (512x512 to 2048x2048 pixels).")
-      :argname("<WxH>"),
-    add_generation_options(edit))
-  add_common(edit)
-
-  local generate = parser:command("generate", "Make images from a prompt; saves the results.")
-    :epilog([[
-Examples:
-  imgedit generate --prompt "A red fox in the snow" --aspect-ratio 16:9 -o out
-  imgedit generate -p powertokens --prompt "A red fox" --size 1024x1024]])
-  generate:group("Request",
-    add_provider(generate),
-    generate:option("--prompt", "What to draw."):count(1):argname("<text>"),
-    generate:option("-n", "How many images (foxapi 1-10, powertokens 1-6; default 1).")
-      :convert(number_arg("-n", 1, 10, true)):argname("<n>"),
-    generate:option("--resolution", "foxapi: 1K (default) or 4K."):choices({ "1K", "4K" }):argname("<res>"),
-    generate:option("--aspect-ratio", "foxapi: 1:1 (default), 2:3, 3:2, 3:4, 4:3, 9:16 or 16:9.")
-      :choices({ "1:1", "2:3", "3:2", "3:4", "4:3", "9:16", "16:9" }):argname("<ratio>"),
-    generate:option("--size", "powertokens: WxH, e.g. 1536x1024."):argname("<WxH>"),
-    add_generation_options(generate))
-  add_common(generate)
-
-  local enhance = parser:command("enhance", "Enhance one image (foxapi phota-image-enhance); saves the result.")
-    :epilog([[
-Example:
-  imgedit enhance -i https://example.com/me.jpg --resemblance 0.8 -o out]])
-  enhance:group("Request",
-    add_provider(enhance),
-    enhance:option("-i --image", "The image: a public URL."):count("*"):argname("<url>"),
-    enhance:option("--resolution", "4K (default) or 1K."):choices({ "1K", "4K" }):argname("<res>"),
-    enhance:option("--creativity", "0 to 1."):convert(number_arg("--creativity", 0, 1)):argname("<x>"),
-    enhance:option("--resemblance", "0 to 1."):convert(number_arg("--resemblance", 0, 1)):argname("<x>"),
-    add_name_and_model(enhance))
-  add_common(enhance)
-
-  local task = parser:command("task", "Show a foxapi task, or wait for it and save its images.")
-    :epilog([[
+  local async = {}
+  for _, d in ipairs(models.descriptors()) do
+    if d.asynchronous then async[#async + 1] = d.name end
+  end
+  if #async > 0 then
+    local task = parser:command("task", "Show a task, or wait for it and save its images.")
+      :epilog([[
 Examples:
   imgedit task task-unified-1757165031-uyujaw3d
   imgedit task task-unified-1757165031-uyujaw3d --wait -o out
 
 Without --wait: one line "ID STATUS PROGRESS%", then the result URLs when
 completed. Exit status 1 when the task failed or was cancelled.]])
-  task:argument("id", "The task id (printed when it was submitted).")
-  task:flag("--wait", "Wait until it finishes, with progress, and save its images.")
-  task:option("--name", "File name prefix (with --wait); default the task id."):argname("<prefix>")
-  add_common(task)
+    task:argument("id", "The task id (printed when it was submitted).")
+    add_provider(task, async)
+    task:flag("--wait", "Wait until it finishes, with progress, and save its images.")
+    task:option("--name", "File name prefix (with --wait); default the task id."):argname("<prefix>")
+    add_common(task)
+  end
 
   local batch = parser:command("batch", "Run the jobs of a JSON-lines file concurrently; resumable.")
     :epilog([[
 Each line is one job, a JSON object: "provider" (default --provider), "op"
-(edit, generate or enhance; default edit), "id" (the output files' prefix;
-default FILE-LINE), and the operation's parameters, as the library names
-them: "prompt", "images" (URLs; local files with powertokens), "n",
-"resolution", "size", "response_format", "seed", "negative_prompt", ...
-Blank lines and lines starting with # are skipped. Example:
+(the operation, default edit), "id" (the output files' prefix; default
+FILE-LINE), "model" (any model), "extra" (fields sent as given), and the
+operation's parameters, as the library names them: "prompt", "images" (URLs;
+local files where the provider takes them), "n", "size", ... Blank lines and
+lines starting with # are skipped. Example:
 
   {"id": "beach", "prompt": "Beach at sunset", "images": ["https://..."]}
   {"id": "fox", "op": "generate", "prompt": "A red fox", "n": 2}
@@ -177,19 +238,23 @@ Blank lines and lines starting with # are skipped. Example:
 Every line is checked before anything is sent. A failed job never stops the
 others; a summary ends the run (exit status 1 if any job failed).
 
-Resuming: each foxapi task id is written to DIR/.imgedit-journal.jsonl as soon
-as it is submitted. Run the same command again after a crash or Ctrl-C:
-jobs whose outputs exist are skipped and journaled tasks are polled, not
-submitted (nor paid for) again. --retry-failed submits again the jobs whose
-task failed.]])
+Resuming: each task id is written to DIR/.imgedit-journal.jsonl as soon as it
+is submitted. Run the same command again after a crash or Ctrl-C: jobs whose
+outputs exist are skipped and journaled tasks are polled, not submitted (nor
+paid for) again. --retry-failed submits again the jobs whose task failed.]])
   batch:argument("file", "The jobs file (JSON lines).")
   batch:option("-c --concurrency", "Jobs at once.", "4"):convert(number_arg("--concurrency", 1, 1000, true))
     :argname("<n>")
-  add_provider(batch)
+  add_provider(batch, require("imgedit.providers").names())
   batch:flag("--retry-failed", "Submit again the jobs whose journaled task failed or was cancelled.")
   add_common(batch)
 
-  local mock = parser:command("mock", "Run the local emulator of both APIs (loopback only), for offline"
+  local list = parser:command("models", "List every model of the catalogs, with its operations and fields.")
+  list:option("-p --provider", "Only this provider's models."):choices(require("imgedit.providers").names())
+    :argname("<name>")
+  list:flag("--json", "One JSON object per provider.")
+
+  local mock = parser:command("mock", "Run the local emulator of the APIs (loopback only), for offline"
     .. " development. 'imgedit mock --help' lists its options.")
     :handle_options(false)
   mock:argument("options", "The emulator's options: --host, --port, --delay, --fail-rate, --fault, ..."
@@ -231,7 +296,7 @@ local function context(args)
     if not client then
       local message = tostring(err.message or err):gsub("pass allow_http = true", "add --allow-http")
       return nil, output.usage(("%s: %s; fix --base-url or %s"):format(provider, message,
-        job.ENV[provider].base_url), args.command)
+        require("imgedit.providers").get(provider).env.base_url), args.command)
     end
     clients[provider] = client
     return true
@@ -266,6 +331,7 @@ local function dispatch(args)
     end
     return mock.main(args.options, "imgedit mock")
   end
+  if args.command == "models" then return require("imgedit.cli.models").command(args) end
   local ctx = context(args)
   local ok, err = make_dir(args.output)
   if not ok then return nil, err end

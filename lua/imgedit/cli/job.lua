@@ -2,33 +2,16 @@
 -- on one provider, from the command line's options or a line of a batch
 -- file, run to saved files.
 --
--- A foxapi job is submitted, then waited for: between the two, `on_submitted`
+-- A job of an asynchronous provider is submitted, then waited for: between the two, `on_submitted`
 -- lets a batch write the task id to its journal, and a job that already has a
 -- task (`resume`) is only waited for, never submitted again.
 -- @module imgedit.cli.job
 
 local imgedit = require("imgedit")
 local output = require("imgedit.cli.output")
+local providers = require("imgedit.providers")
 
 local job = {}
-
-job.PROVIDERS = { foxapi = true, powertokens = true }
-job.OPERATIONS = { edit = true, generate = true, enhance = true }
-
---- Which operations each provider offers (the command's subset).
-local OFFERS = {
-  foxapi = { edit = true, generate = true, enhance = true },
-  powertokens = { edit = true, generate = true },
-}
-
---- The foxapi model of each operation, for `submit`.
-local FOX_MODEL = { edit = "phota-image-edit", generate = "phota-image", enhance = "phota-image-enhance" }
-
---- Environment variables of each provider (as the library reads them).
-job.ENV = {
-  foxapi = { api_key = "FOXAPI_API_KEY", base_url = "FOXAPI_BASE_URL" },
-  powertokens = { api_key = "POWERTOKENS_API_KEY", base_url = "POWERTOKENS_BASE_URL" },
-}
 
 --- Names a batch line may use for the command line's spellings.
 local ALIASES = { negative = "negative_prompt", format = "response_format" }
@@ -50,23 +33,57 @@ local function readable(path)
   return data ~= nil or problem == nil
 end
 
+--- The providers that take local files, for advice.
+local function file_takers()
+  local names = {}
+  for _, name in ipairs(providers.names()) do
+    if providers.get(name).local_files then names[#names + 1] = name end
+  end
+  return names
+end
+
 --- An image value as the library takes it: URLs and data: URIs as they
--- are, a local path as `imgedit.file(path)` (powertokens only).
--- Returns the value, or nil and a message that says what to do.
-function job.image(provider, value, where)
+-- are, a local path as `imgedit.file(path)` where provider `d` takes local
+-- files. Returns the value, or nil and a message that says what to do.
+function job.image(d, value, where)
   if type(value) ~= "string" or is_remote(value) then return value end
-  if provider == "foxapi" then
+  if not d.local_files then
+    local others = file_takers()
+    local instead = #others > 0 and (", or use a provider that accepts local files (%s)"):format(
+      table.concat(others, ", ")) or ""
     if readable(value) then
-      return nil, ("%s: %s is a local file, but foxapi only takes public image URLs: upload it and pass its"
-        .. " https:// URL, or use the powertokens provider, which accepts local files"):format(where, value)
+      return nil, ("%s: %s is a local file, but %s only takes public image URLs: upload it and pass its"
+        .. " https:// URL%s"):format(where, value, d.name, instead)
     end
-    return nil, ("%s: %s is not an http(s) URL: foxapi needs public image URLs"):format(where, value)
+    return nil, ("%s: %s is not an http(s) URL: %s needs public image URLs"):format(where, value, d.name)
   end
   if not readable(value) then
     return nil, ("%s: %s is neither an http(s) URL nor a readable file: check the path"):format(where, value)
   end
   return imgedit.file(value)
 end
+
+--- The catalog entry a job's model resolves to (its own, else the
+-- operation's default model's, which maps its names), and whether it is
+-- the model's own.
+function job.entry(d, op, model)
+  local own = providers.model(d, model or d.defaults[op])
+  if own then return own, true end
+  return providers.model(d, d.defaults[op]), false
+end
+
+--- The image field of `entry` for `op` (`images`, `image`...), or nil.
+local function image_field(entry, op)
+  for _, f in ipairs(entry.fields) do
+    local belongs = f.operations == nil
+    for _, o in ipairs(f.operations or {}) do belongs = belongs or o == op end
+    if belongs and (f.format == "image" or (f.type == "array" and f.items and f.items.format == "image")) then
+      return f
+    end
+  end
+  return nil
+end
+job.image_field = image_field
 
 --- A file name prefix that stays in the output directory (as
 -- `result:save_all` makes it).
@@ -78,71 +95,84 @@ end
 
 --- Builds a job. `spec`: `provider`, `op`, `id` (its name: the output files'
 -- prefix), and the operation's parameters (the library's names, friendly or
--- wire; `negative` and `format` too). `where` names its origin in messages
--- ("line 3"). Returns the job, or nil and a usage error.
+-- wire; `negative` and `format` too; `model`, `extra`). `where` names its
+-- origin in messages ("line 3"). Returns the job, or nil and a usage error.
 -- A job: {key, provider, op, params, name, outputs (expected image count)}.
 function job.build(spec, where)
-  local provider = spec.provider or "foxapi"
-  if not job.PROVIDERS[provider] then
-    return nil, output.usage(("%s: unknown provider %s: use \"foxapi\" or \"powertokens\"")
-      :format(where, tostring(provider)))
+  local provider = spec.provider or providers.names()[1]
+  local d = type(provider) == "string" and providers.get(provider)
+  if not d then
+    return nil, output.usage(("%s: unknown provider %s: use %s"):format(where, tostring(provider),
+      providers.listed()))
   end
   local op = spec.op or "edit"
-  if not job.OPERATIONS[op] then
-    return nil, output.usage(("%s: unknown op %s: use \"edit\", \"generate\" or \"enhance\"")
-      :format(where, tostring(op)))
-  end
-  if not OFFERS[provider][op] then
-    return nil, output.usage(("%s: %s has no %s operation: use the foxapi provider for %s")
-      :format(where, provider, op, op))
+  local offered = false
+  for _, o in ipairs(d.operations) do offered = offered or o == op end
+  if not offered then
+    local others = {}
+    for _, name in ipairs(providers.names()) do
+      for _, o in ipairs(providers.get(name).operations) do
+        if o == op then others[#others + 1] = name end
+      end
+    end
+    return nil, output.usage(("%s: %s has no %s operation (it offers: %s)%s"):format(where, provider,
+      tostring(op), table.concat(d.operations, ", "),
+      #others > 0 and ("; use the provider " .. table.concat(others, " or ")) or ""))
   end
   local params = {}
   for key, value in pairs(spec) do
     if not CONTROL[key] then params[ALIASES[key] or key] = value end
   end
-  -- images: a list, or one string
-  local list_key = params.images ~= nil and "images" or (params.image_urls ~= nil and "image_urls") or nil
-  if op == "enhance" then
-    if params.image == nil and type(params.images) == "table" and #params.images == 1 then
-      params.image, params.images = params.images[1], nil
+  -- images: under the name the model gives them, a list or one string
+  local entry = job.entry(d, op, type(params.model) == "string" and params.model or nil)
+  local field = entry and image_field(entry, op)
+  if field then
+    local names = { "images", "image", "image_urls", "image_url" }
+    if field.name ~= "images" and field.name ~= "image" then names[#names + 1] = field.name end
+    local given_as
+    for _, name in ipairs(names) do
+      if params[name] ~= nil and given_as == nil then given_as = name end
     end
-    if type(params.image) == "string" then
-      local value, problem = job.image(provider, params.image, where)
-      if not value then return nil, output.usage(problem) end
-      params.image = value
-    end
-  else
-    if params.image ~= nil and list_key == nil then
-      params.images, params.image, list_key = params.image, nil, "images"
-    end
-    if type(params[list_key or ""]) == "string" then params[list_key] = { params[list_key] } end
-    if list_key and type(params[list_key]) == "table" then
-      local images = {}
-      for i, value in ipairs(params[list_key]) do
-        local converted, problem = job.image(provider, value, where)
+    if given_as then
+      local value = params[given_as]
+      params[given_as] = nil
+      local single = field.type ~= "array"
+      if single and type(value) == "table" and #value == 1 then value = value[1] end
+      if not single and type(value) == "string" then value = { value } end
+      if type(value) == "table" then
+        local images = {}
+        for i, v in ipairs(value) do
+          local converted, problem = job.image(d, v, where)
+          if not converted then return nil, output.usage(problem) end
+          images[i] = converted
+        end
+        value = images
+      elseif type(value) == "string" then
+        local converted, problem = job.image(d, value, where)
         if not converted then return nil, output.usage(problem) end
-        images[i] = converted
+        value = converted
       end
-      params[list_key] = images
+      local name = (given_as == field.wire) and field.wire or field.name
+      params[name] = value
     end
   end
-  if provider == "foxapi" then params.model = params.model or FOX_MODEL[op] end
   local n = params.n or params.num_outputs
   return {
     key = spec.id and job.safe_name(spec.id) or nil,
     name = spec.id and job.safe_name(spec.id) or nil,
     provider = provider, op = op, params = params,
-    outputs = type(n) == "number" and n >= 1 and math.floor(n) or 1,
+    outputs = type(n) == "number" and n >= 1 and n < 1000 and math.floor(n) or 1,
   }
 end
 
 --- The API key for `provider`: `given` (--api-key), else the environment.
 -- Returns it, or nil and a usage error that says how to set it.
 function job.api_key(provider, given)
-  local key = given or os.getenv(job.ENV[provider].api_key)
+  local variable = providers.get(provider).env.api_key
+  local key = given or os.getenv(variable)
   if not key or key == "" then
     return nil, output.usage(("no API key for %s: set %s in the environment (or pass --api-key KEY)")
-      :format(provider, job.ENV[provider].api_key))
+      :format(provider, variable))
   end
   return key
 end
@@ -155,6 +185,28 @@ local function urls_of(result)
   return urls
 end
 
+--- The client method a new job of `j` calls, and its parameters: an
+-- asynchronous provider's job is submitted (then waited for), with the
+-- model of its operation named.
+function job.call(j)
+  local d = providers.get(j.provider)
+  if not d.asynchronous then return j.op, j.params end
+  local params = j.params
+  if params.model == nil and params.body == nil then
+    -- submit alone does not know the operation: name its default model
+    params = { model = d.defaults[j.op] }
+    for k, v in pairs(j.params) do params[k] = v end
+  end
+  return "submit", params
+end
+
+--- Checks job `j` with `client`'s own validation, sending nothing: true,
+-- or nil and the error.
+function job.check(j, client)
+  local method, params = job.call(j)
+  return require("imgedit.client").check(client, method, params)
+end
+
 --- Runs a job to saved files.
 -- ctx: `client(provider)` → client; `display` (imgedit.cli.progress);
 -- `output` (directory); `timeout` (seconds to wait for a task, or nil);
@@ -165,9 +217,10 @@ end
 function job.run(j, ctx)
   local display, key = ctx.display, j.key
   local client = ctx.client(j.provider)
+  local d = providers.get(j.provider)
   local result, err
   local task_id
-  if j.provider == "foxapi" then
+  if d.asynchronous then
     local task
     if j.resume then
       task, err = client:task(j.resume)
@@ -175,7 +228,8 @@ function job.run(j, ctx)
       display:update(key, { status = "resuming", task_id = j.resume, resumed = true })
     else
       display:update(key, { status = "submitting" })
-      task, err = client:submit(j.params)
+      local _, params = job.call(j)
+      task, err = client:submit(params)
       if not task then return nil, err end
       if ctx.on_submitted then ctx.on_submitted(j, task) end
     end
@@ -216,7 +270,7 @@ function job.run(j, ctx)
   end
   return {
     files = output.array(files), urls = urls_of(result), task_id = task_id, model = result.model,
-    request_id = result.request_id, resumed = j.resume ~= nil,
+    request_id = result.request_id, resumed = j.resume ~= nil, profile_id = result.profile_id,
   }
 end
 

@@ -6,7 +6,7 @@
 --     {"event":"done","job":"beach","spec":"...","files":["out/beach-1.png"],"time":...}
 --     {"event":"failed","job":"beach","spec":"...","task_id":"...","kind":"task_failed","time":...}
 --
--- A foxapi task id is written (and flushed to the kernel) as soon as the
+-- A task id is written (and flushed to the kernel) as soon as the
 -- submission is answered, before any waiting: a batch killed at any point
 -- after that, even with SIGKILL, finds the id when it is started again and
 -- polls that task instead of paying for a new one. (Flushing is not fsync:

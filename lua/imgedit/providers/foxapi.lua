@@ -24,7 +24,6 @@ local foxapi = {
   timeout = 60,
   asynchronous = true,
   local_files = false,
-  files_elsewhere = ", or use a provider that takes local files (powertokens)",
   operations = { "edit", "generate", "enhance", "create_profile" },
   defaults = {
     edit = "phota-image-edit", generate = "phota-image", enhance = "phota-image-enhance",
@@ -38,6 +37,16 @@ local foxapi = {
   --- One authenticated request that is never billed: an unknown task id is
   -- 404 for an accepted key, 401 or 403 for a rejected one.
   ping = { method = "GET", path = "/v1/tasks/imgedit-doctor-ping", accepted = { 404 }, rejected = { 401, 403 } },
+  --- Command lines for the command's help, per operation.
+  examples = {
+    edit = { 'imgedit edit -i https://example.com/me.jpg --prompt "Beach at sunset" -o out',
+             'imgedit edit --model wan-2.7-image -i https://example.com/a.jpg \\',
+             '  -i https://example.com/b.jpg --prompt "Put the hat of 2 on 1" -n 2' },
+    generate = { 'imgedit generate --prompt "A red fox in the snow" --aspect-ratio 16:9 -o out',
+                 'imgedit generate --model grok-imagine-image --prompt "A fox" --output-format png' },
+    enhance = { "imgedit enhance -i https://example.com/me.jpg --resemblance 0.8 -o out" },
+    create_profile = { "imgedit create_profile --archive https://example.com/faces.zip" },
+  },
 }
 
 -- The catalog ------------------------------------------------------------------------
@@ -337,6 +346,14 @@ function foxapi.implementation.submit(client, input)
   end
   local deadline = control.timeout and (scheduler.now() + control.timeout) or nil
   return submit_body(client, request, deadline)
+end
+
+--- Validates `input` for `operation` as the operation would, sending
+-- nothing: true, or nil and the error.
+function foxapi.implementation.check(client, operation, input)
+  local request, err = prepare(client, operation, input, operation == "submit" and WAITING or nil)
+  if not request then return nil, err end
+  return true
 end
 
 --- A handle for an existing task id; no request is made.

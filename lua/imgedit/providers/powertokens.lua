@@ -31,6 +31,11 @@ local powertokens = {
   control_names = { "timeout" },
   reserved = { "model", "input" },
   ping_unavailable = "powertokens documents no request that checks a key without being billed",
+  --- Command lines for the command's help, per operation.
+  examples = {
+    edit = { 'imgedit edit -p powertokens -i photo.jpg --prompt "Seaside" --size 1536x1024' },
+    generate = { 'imgedit generate -p powertokens --prompt "A red fox" --size 1024x1024' },
+  },
 }
 
 --- Where each operation sends its body.
@@ -51,7 +56,7 @@ local IMAGES = { name = "images", type = "array", required = true, min_items = 1
                  items = { type = "string", format = "image" }, into = "image",
                  doc = "http(s) URLs, data:image URIs or imgedit.file(path), in order" }
 local RESPONSE_FORMAT = { name = "response_format", type = "string", choices = { "url", "b64_json" }, default = "url",
-                          doc = "url: temporary links; b64_json: the images in the answer" }
+                          doc = "temporary links (url) or the images themselves (b64_json)" }
 local WATERMARK = { name = "watermark", type = "boolean", default = false }
 local SEED = { name = "seed", type = "integer", min = 0, max = 2147483647 }
 
@@ -161,14 +166,22 @@ local function read_image(i, entry, blobs, res)
   }
 end
 
-local function run(client, operation, input)
+--- Validates `input` for `operation`; returns what params.request returns.
+local function prepare(client, operation, input)
   local request, err = params.request(powertokens, operation, input, client.config.strict_models)
   if not request then return nil, err end
-  local control = request.control
-  if control.timeout ~= nil and not (params.is_finite(control.timeout) and control.timeout > 0) then
+  local timeout = request.control.timeout
+  if timeout ~= nil and not (params.is_finite(timeout) and timeout > 0) then
     return nil, errors.new("invalid_request", ("powertokens %s: timeout must be a positive number of seconds, got %s")
-      :format(operation, params.show(control.timeout)))
+      :format(operation, params.show(timeout)))
   end
+  return request
+end
+
+local function run(client, operation, input)
+  local request, err = prepare(client, operation, input)
+  if not request then return nil, err end
+  local control = request.control
   if not request.validated or request.note then
     log.unvalidated({ provider = powertokens.name, operation = operation, model = request.model,
                       note = request.note })
@@ -209,6 +222,14 @@ for _, operation in ipairs(powertokens.operations) do
   powertokens.implementation[operation] = function(client, input)
     return run(client, operation, input)
   end
+end
+
+--- Validates `input` for `operation` as the operation would, sending
+-- nothing (files are read when sending): true, or nil and the error.
+function powertokens.implementation.check(client, operation, input)
+  local request, err = prepare(client, operation, input)
+  if not request then return nil, err end
+  return true
 end
 
 return powertokens
