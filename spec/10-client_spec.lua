@@ -115,7 +115,7 @@ describe("clients", function()
         assert.equal("c" .. status, err.code)
         assert.equal("fault " .. status, err.message)
         assert.equal("req-fault", err.request_id)
-        -- a billed POST is resent only on 429 and 503 (PROVIDERS.md §3)
+        -- a billed POST is resent only on 429 and 503 (doc/providers.md)
         local resent = status == 429 or status == 503
         assert.equal(resent, err.retryable)
         assert.equal(resent and 3 or 1, err.attempts)

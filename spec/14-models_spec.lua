@@ -181,6 +181,35 @@ describe("model catalogs", function()
       assert.same({}, catalog.stale(helpers.ROOT), "run make catalog")
     end)
 
+    it("no file of the library or the command outside the provider files names a provider or a model", function()
+      local names = {}
+      for _, provider in ipairs(imgedit.providers()) do
+        names[#names + 1] = provider
+        for _, entry in ipairs(assert(imgedit.models(provider))) do names[#names + 1] = entry.name end
+      end
+      local listing = helpers.run("cd " .. helpers.shell_quote(helpers.ROOT) .. " && find lua/imgedit -name '*.lua'")
+      local checked = 0
+      for path in listing:gmatch("[^\n]+") do
+        -- the provider files, their emulators, and the types generated from the catalogs
+        if not path:find("^lua/imgedit/providers/") and not path:find("^lua/imgedit/mock/")
+            and path ~= "lua/imgedit/meta.lua" then
+          checked = checked + 1
+          local code = helpers.read(helpers.ROOT .. "/" .. path):gsub("%-%-[^\n]*", "")
+          for _, name in ipairs(names) do
+            assert.is_nil(code:find('"' .. name .. '"', 1, true), path .. " names " .. name)
+            assert.is_nil(code:find("'" .. name .. "'", 1, true), path .. " names " .. name)
+          end
+        end
+      end
+      assert.is_true(checked >= 20)
+    end)
+
+    it("no file of the project refers to the team's notes outside it", function()
+      local out = helpers.run("cd " .. helpers.shell_quote(helpers.ROOT)
+        .. " && git ls-files | xargs grep -l -e '\\.\\./shared' -e 'PROVIDERS\\.md' -e '[^/]API\\.md' || true")
+      assert.equal("", out)
+    end)
+
     it("a stale section is detected", function()
       local catalog = dofile(helpers.ROOT .. "/tools/catalog.lua")
       local readme = helpers.read(helpers.ROOT .. "/README.md")

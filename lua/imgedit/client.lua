@@ -73,7 +73,7 @@ end
 
 --- Creates a client.
 -- @tparam string provider a provider's name (`imgedit.providers.names()`)
--- @tparam[opt] table opts see API.md (api_key, base_url, timeout, ...)
+-- @tparam[opt] table opts see doc/api.md (api_key, base_url, timeout, ...)
 -- @return a client, or nil and an `invalid_request` error
 function client.new(provider, opts)
   if type(provider) ~= "string" then params.argerror(1, "client", "string", provider) end

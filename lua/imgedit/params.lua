@@ -36,7 +36,7 @@
 --   when         { {field = name, equals = value, <property> = ...}, ... }:
 --                properties that apply while another field has that value
 --   same_length_as  arrays: as many items as that other array field
---   into         where the provider puts the value (powertokens: "text" or
+--   into         where the provider puts the value (e.g. the "text" or
 --                "image" items of the user message)
 --   doc          one line for people
 -- @module imgedit.params
@@ -440,7 +440,7 @@ local function overridden(spec, override)
 end
 
 --- Compiles the fields of catalog `entry` for `operation` into a schema.
--- ctx: `label` (e.g. "foxapi edit"), `provider` (its name), `local_files`,
+-- ctx: `label` (e.g. "<provider> edit"), `provider` (its name), `local_files`,
 -- `files_elsewhere` (advice when local files are refused), `control` (the
 -- per-call options allowed beside the parameters: {name = true}), `reserved`
 -- (wire names that `extra` may not set).
@@ -686,7 +686,7 @@ local function find_entry(d, model)
 end
 
 --- The operation of `entry` that `input` is for: `operation` itself, or,
--- when `operations` lists several (foxapi's submit), the first the entry
+-- when `operations` lists several (an asynchronous provider's submit), the first the entry
 -- serves whose required fields `input` gives (else the first it serves).
 local function pick_operation(entry, operation, operations, input)
   local served = {}

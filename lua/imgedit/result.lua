@@ -5,7 +5,7 @@
 -- writes to a temporary name beside the target and renames only once the image
 -- is complete, so a failed download never leaves a truncated file behind.
 --
--- Base64 images (powertokens `response_format = "b64_json"`) are decoded by
+-- Base64 images (`response_format = "b64_json"`) are decoded by
 -- the C core while the response arrives, each into a buffer of its own (a
 -- blob); the JSON handed to cjson is small. So:
 --

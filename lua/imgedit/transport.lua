@@ -1,6 +1,7 @@
 --- HTTP with retries: one request to a provider, or one download of a result.
 --
--- The retry rules (API.md "Retries", PROVIDERS.md §3) live here and only here:
+-- The retry rules (doc/api.md "Retries", doc/providers.md "Rules for any
+-- client") live here and only here:
 -- a billed POST is resent only when it surely never reached the server, or
 -- when the server said so (429, 503); GETs are safe to resend.
 -- @module imgedit.transport
