@@ -3,7 +3,8 @@
 --
 --   local mock = require("imgedit.mock.process")
 --   local m = mock.start{delay = 0.2}        -- flags: host, cdn_host, port,
---                                            -- cdn_port, delay, keys; config = {...}
+--                                            -- cdn_port, delay, keys; config = {...};
+--                                            -- root: another checkout's emulator
 --   m.api, m.cdn, m.foxapi, m.powertokens, m.pid, m.log
 --   m:requests{listener = "cdn", method = "GET", path = "/files/"}
 --   m:tasks()                                -- foxapi tasks: timing and polls
@@ -128,10 +129,11 @@ function M.start(opts)
     args[#args + 1] = key
   end
   local cmd = {"exec", "imgedit-mock"}
-  local launcher = ROOT and io.open(ROOT .. "bin/imgedit-mock")
+  local root = opts.root and (opts.root:gsub("/?$", "/")) or ROOT
+  local launcher = root and io.open(root .. "bin/imgedit-mock")
   if launcher then
     launcher:close()
-    cmd = {"exec", lua, shell_quote(ROOT .. "bin/imgedit-mock")}
+    cmd = {"exec", lua, shell_quote(root .. "bin/imgedit-mock")}
   end
   for _, a in ipairs(args) do cmd[#cmd + 1] = shell_quote(a) end
   cmd[#cmd + 1] = ">" .. shell_quote(ready_file) .. " 2>>" .. shell_quote(log)
