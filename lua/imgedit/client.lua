@@ -45,30 +45,59 @@ local function invalid(message)
 end
 
 --- Header names are HTTP tokens; values may not break the header block.
+--- Headers imgedit or libcurl set from the request itself: a caller's
+-- value would contradict them (a Content-Length that is not the body's...).
+local RESERVED_HEADERS = {
+  authorization = "pass the key as api_key", host = "it follows base_url",
+  ["content-length"] = "it is the body's length", ["transfer-encoding"] = "libcurl frames the body",
+  connection = "libcurl manages connections", expect = "libcurl decides it",
+  ["content-type"] = "requests are JSON",
+}
+
+--- Header names are HTTP tokens; values may not hold control characters
+-- (a CR or LF would start a header of the caller's own).
 local function header_lines(headers)
   local lines, names = {}, {}
   for name in pairs(headers) do
     if type(name) ~= "string" or not name:match("^[%w!#$%%&'*+.^_`|~-]+$") then
       return nil, ("headers: %s is not a valid header name"):format(params.show(name))
     end
+    local why = RESERVED_HEADERS[name:lower()]
+    if why then return nil, ("headers.%s cannot be set: %s"):format(name, why) end
     names[#names + 1] = name
   end
   table.sort(names)
   for _, name in ipairs(names) do
     local value = headers[name]
-    if type(value) ~= "string" and type(value) ~= "number" then
-      return nil, ("headers.%s must be a string, got %s"):format(name, type(value))
+    if type(value) ~= "string" and not params.is_finite(value) then
+      return nil, ("headers.%s must be a string, got %s"):format(name, params.show(value))
     end
-    value = tostring(value)
-    if value:find("[\r\n%z]") then
-      return nil, ("headers.%s contains a line break"):format(name)
-    end
-    if name:lower() == "authorization" then
-      return nil, "headers.Authorization cannot be set: pass the key as api_key"
+    value = type(value) == "number" and params.show(value) or value
+    if value:find("[%c\127]") then
+      return nil, ("headers.%s contains a control character (a line break, NUL...): header values are one"
+        .. " line of text"):format(name)
     end
     lines[#lines + 1] = name .. ": " .. value
   end
   return lines
+end
+
+--- A file the option names must be readable now: a CA bundle that is not
+-- there fails every request later, with a message that does not say why.
+local function readable_file(option, path)
+  local f, problem = io.open(path, "rb")
+  if not f then return ("option %s: cannot read %s (%s)"):format(option, path, tostring(problem)) end
+  local ok = f:read(0)
+  f:close()
+  if not ok then return ("option %s: %s is not a readable file"):format(option, path) end
+  return nil
+end
+
+--- An environment variable, unset when empty.
+local function getenv(name)
+  local value = os.getenv(name)
+  if value == "" then return nil end
+  return value
 end
 
 --- Creates a client.
@@ -93,8 +122,9 @@ function client.new(provider, opts)
     user_agent = ("imgedit/%s (%s)"):format(core.version, core.curl_version:match("^(%S+)") or "libcurl"),
     header_lines = {},
   }
-  local api_key = os.getenv(provider.env.api_key)
-  config.base_url = os.getenv(provider.env.base_url) or provider.base_url
+  local api_key = getenv(provider.env.api_key)
+  config.base_url = getenv(provider.env.base_url) or provider.base_url
+  local base_url_from = getenv(provider.env.base_url) and provider.env.base_url or "base_url"
 
   for key, value in pairs(opts) do
     local check = OPTION_CHECKS[key]
@@ -102,6 +132,7 @@ function client.new(provider, opts)
       local checked, problem = check(value)
       if problem then return invalid(("option %s %s"):format(key, problem)) end
       if key == "api_key" then api_key = checked else config[key] = checked end
+      if key == "base_url" then base_url_from = "base_url" end
     elseif key == "headers" then
       if type(value) ~= "table" then return invalid("option headers must be a table {Name = value}") end
       local lines, problem = header_lines(value)
@@ -123,14 +154,24 @@ function client.new(provider, opts)
   end
 
   if api_key and api_key:find("[%c%s]") then
-    return invalid("the API key contains white space or control characters; check how it was read")
+    return nil, errors.new("invalid_request", "the API key contains white space or control characters;"
+      .. " check how it was read (a trailing newline from a file?)", { option = "api_key" })
+  end
+  if config.ca_file then
+    local problem = readable_file("ca_file", config.ca_file)
+    if problem then return invalid(problem) end
   end
 
   -- base_url is an origin, optionally with a path prefix; /v1/... is appended
   local base_url = config.base_url:gsub("/+$", "")
   local problem = transport.check_url(base_url, config.allow_http)
-  if problem then return invalid("base_url: " .. problem) end
-  if base_url:find("[?#]") then return invalid("base_url must not contain a query or fragment: " .. base_url) end
+  if problem then
+    return nil, errors.new("invalid_request", base_url_from .. ": " .. problem, { option = "base_url" })
+  end
+  if base_url:find("[?#]") then
+    return nil, errors.new("invalid_request", base_url_from .. " must not contain a query or fragment: " .. base_url,
+      { option = "base_url" })
+  end
   config.base_url = base_url
 
   local self = setmetatable({
@@ -140,6 +181,8 @@ function client.new(provider, opts)
     -- slots that keep at most max_in_flight requests on the wire
     state = { paused_until = 0, slots = scheduler.semaphore(config.max_in_flight) },
   }, Client)
+  -- what servers send back is scrubbed of the key everywhere it is shown
+  errors.protect(api_key)
   -- the key lives in a closure, not in a field: printing or serializing a
   -- client (vim.inspect, a logger) must not reveal it
   self.credentials = function() return api_key end

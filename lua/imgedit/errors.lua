@@ -32,10 +32,27 @@ for kind in pairs(ADVICE) do errors.KINDS[kind] = true end
 local Error = {}
 Error.__index = Error
 
+--- The secrets of this Lua state (API keys of the clients made), and
+-- their percent-encoded forms: no text from a server reaches an error, a
+-- log line, the command's output or a file name with one of them in it.
+local secrets = {}
+
+local function encoded(secret)
+  return (secret:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end))
+end
+
+--- Registers `secret` (a client's key): `errors.scrub` removes it from
+-- every text from now on.
+function errors.protect(secret)
+  if type(secret) ~= "string" or secret == "" or secrets[secret] then return end
+  secrets[secret] = true
+  secrets[encoded(secret)] = true
+end
+
 --- Replaces every occurrence of `secret` in `text` with "[redacted]".
 -- Provider messages can echo the key back ("invalid key sk-..."); this is the
 -- one place that makes sure they never carry it further.
-function errors.redact(text, secret)
+local function redact(text, secret)
   if type(text) ~= "string" or type(secret) ~= "string" or secret == "" then
     return text
   end
@@ -53,6 +70,22 @@ function errors.redact(text, secret)
   return table.concat(parts)
 end
 
+--- `text` with `secret` and every registered secret replaced by "[redacted]".
+function errors.redact(text, secret)
+  if type(text) ~= "string" then return text end
+  text = redact(text, secret)
+  for known in pairs(secrets) do
+    if text:find(known, 1, true) then text = redact(text, known) end
+  end
+  return text
+end
+
+--- `text` without any registered secret: for every string a server gave
+-- that goes on to a log line, the command's output or a file name.
+function errors.scrub(text)
+  return errors.redact(text, nil)
+end
+
 --- Creates an error.
 -- @tparam string kind one of `errors.KINDS`
 -- @tparam string message what happened, in words a user understands
@@ -63,14 +96,12 @@ function errors.new(kind, message, fields, secret)
   assert(errors.KINDS[kind], "imgedit internal error: unknown error kind")
   local err = {}
   if fields then
-    for k, v in pairs(fields) do err[k] = v end
+    -- every string field: the server's code, type, request id, task id...
+    for k, v in pairs(fields) do err[k] = errors.redact(v, secret) end
   end
   err.kind = kind
   err.message = errors.redact(message, secret)
   if err.retryable == nil then err.retryable = false end
-  for _, field in ipairs({ "code", "type", "advice" }) do
-    err[field] = errors.redact(err[field], secret)
-  end
   return setmetatable(err, Error)
 end
 
@@ -114,7 +145,7 @@ function Error:__tostring()
   if #details > 0 then line = line .. " (" .. table.concat(details, ", ") .. ")" end
   -- one line, whatever the provider put in its message
   line = line:gsub("[\r\n]+", " ")
-  return line .. "; " .. (self.advice or ADVICE[self.kind])
+  return errors.scrub(line .. "; " .. (self.advice or ADVICE[self.kind]))
 end
 
 return errors

@@ -5,6 +5,8 @@
 -- request headers (which carry the API key) never reach this module.
 -- @module imgedit.log
 
+local errors = require("imgedit.errors")
+
 local log = {}
 
 local function stderr_sink(line)
@@ -36,7 +38,9 @@ function log.attempt(record)
   local line = ("imgedit: %s %s -> %s, %d bytes, %.3f s, attempt %d/%d"):format(
     record.method, record.url, outcome, record.bytes or 0, record.time or 0,
     record.attempt, record.max_attempts)
-  sink(line, record)
+  -- a URL or an error can hold what a server sent back: a key echoed in a task id
+  record.url, record.error = errors.scrub(record.url), errors.scrub(record.error)
+  sink(errors.scrub(line), record)
 end
 
 --- Reports a request sent without full validation (a model outside the
@@ -46,7 +50,7 @@ function log.unvalidated(record)
   if not sink then return end
   local line = ("imgedit: %s %s: unvalidated request: %s"):format(record.provider, record.operation,
     record.note)
-  sink(line, record)
+  sink(errors.scrub(line), record)
 end
 
 return log

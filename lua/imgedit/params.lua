@@ -95,6 +95,11 @@ function params.show(v)
     if v == math.huge then return "infinity" end
     if v == -math.huge then return "-infinity" end
     if v == math.floor(v) and v >= -MAX_EXACT and v <= MAX_EXACT then return ("%d"):format(v) end
+    -- the shortest form that reads back as the same number
+    for digits = 14, 17 do
+      local text = ("%." .. digits .. "g"):format(v)
+      if tonumber(text) == v then return text end
+    end
     return ("%.17g"):format(v)
   elseif kind == "boolean" or kind == "nil" then
     return tostring(v)
@@ -383,6 +388,21 @@ end
 -- 0}`...): returns the value to use, or nil and what is wrong with it.
 function params.check(spec)
   return compile_check(spec, {})
+end
+
+--- A check for a duration: a positive, finite number of seconds, within
+-- [min, max] (default 0.001 to 1e9: no wait is endless by accident).
+function params.seconds(min, max)
+  min, max = min or 0.001, max or 1e9
+  return function(v)
+    if not is_finite(v) or v <= 0 then
+      return nil, "must be a positive number of seconds, got " .. show(v)
+    end
+    if v < min or v > max then
+      return nil, ("must be between %s and %s seconds, got %s"):format(show(min), show(max), show(v))
+    end
+    return v
+  end
 end
 
 --- Why `value` cannot be sent as JSON (a function, a key that is not a

@@ -148,7 +148,11 @@ end
 
 local function check_download_url(client, url)
   local problem = transport.check_url(url, client.config.allow_http)
-  if problem then return errors.new("invalid_request", "result URL refused: " .. problem) end
+  -- the URL is the provider's, not the caller's: an unexpected answer
+  if problem then
+    return errors.new("decode", "the provider returned a result URL imgedit will not fetch: " .. problem,
+      { advice = "report it to the provider; allow_http = true accepts plain http:// result hosts" })
+  end
   return nil
 end
 
@@ -286,7 +290,8 @@ function Result:save_all(dir, prefix, opts)
   if type(dir) ~= "string" then params.argerror(1, "save_all", "string", dir) end
   if prefix ~= nil and type(prefix) ~= "string" then params.argerror(2, "save_all", "string", prefix) end
   local deadline = deadline_of(opts, "save_all", 3)
-  prefix = safe_prefix(prefix or (self.task and self.task.id) or self.request_id or "image")
+  -- a default prefix comes from the server: scrubbed of the key, as any name it gives
+  prefix = safe_prefix(prefix or errors.scrub((self.task and self.task.id) or self.request_id) or "image")
   dir = dir:gsub("(.)/+$", "%1")
   local paths, failed = {}, nil
   for i, image in ipairs(self.images) do

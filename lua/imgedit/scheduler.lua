@@ -107,6 +107,7 @@ Handle.__index = Handle
 local function finish(handle, ok, ...)
   handle.done = true
   handle.loop.live = handle.loop.live - 1
+  if handle.group then handle.group.live = handle.group.live - 1 end
   if ok then
     handle.results = pack(...)
   else
@@ -131,16 +132,26 @@ local function resume(co, args)
   end
 end
 
---- Starts `fn(...)` as a coroutine of the running context's loop and returns
--- its handle. It first runs when that loop next turns.
-function scheduler.spawn(fn, ...)
+--- Starts `fn(...)` as a coroutine of `group` (what a `run` waits for) on
+-- the running context's loop, and returns its handle.
+local function spawn_in(group, fn, ...)
   local loop = scheduler.loop()
   local co = coroutine.create(fn)
-  local handle = setmetatable({ co = co, loop = loop, done = false, joiners = {} }, Handle)
+  local handle = setmetatable({ co = co, loop = loop, done = false, joiners = {}, group = group }, Handle)
   handles[co] = handle
   loop.live = loop.live + 1
+  if group then group.live = group.live + 1 end
   loop:wake(co, ...)
   return handle
+end
+
+--- Starts `fn(...)` as a coroutine of the running context's loop and returns
+-- its handle. It first runs when that loop next turns. A coroutine started
+-- from another belongs to that one's `run`; one started outside any is
+-- nobody's: no `run` waits for it.
+function scheduler.spawn(fn, ...)
+  local parent = current()
+  return spawn_in(parent and parent.group, fn, ...)
 end
 
 -- Turning a loop ------------------------------------------------------------------
@@ -215,14 +226,16 @@ function Handle:join()
   return unpack(self.results, 1, self.results.n)
 end
 
---- Runs `fn(...)` in the loop until it and every coroutine spawned meanwhile
--- have finished; returns `fn`'s results, or raises the error it raised.
+--- Runs `fn(...)` in the loop until it and every coroutine it spawned (and
+-- they spawned) have finished; returns `fn`'s results, or raises the error it raised.
 -- Inside the loop already, it simply calls `fn`.
 function scheduler.run(fn, ...)
   if current() then return fn(...) end
-  local handle = scheduler.spawn(fn, ...)
-  local loop = handle.loop
-  loop:drive(function() return loop.live == 0 end)
+  -- what this run started, and nothing else (an unjoined spawn made
+  -- outside any run keeps no later run open)
+  local group = { live = 0 }
+  local handle = spawn_in(group, fn, ...)
+  handle.loop:drive(function() return group.live == 0 end)
   if handle.error ~= nil then error(handle.error, 0) end
   return unpack(handle.results, 1, handle.results.n)
 end

@@ -16,11 +16,20 @@ local task = {}
 local Task = {}
 Task.__index = Task
 
---- Statuses after which a task never changes again.
+--- Statuses after which a task never changes again, and all those known.
 local FINAL = { completed = true, failed = true, cancelled = true }
+local KNOWN = { pending = true, processing = true, completed = true, failed = true, cancelled = true }
+
+--- How long the poll made at a wait's deadline may take to be answered
+-- (seconds): without it, a task done just before the deadline would be
+-- reported as still running.
+local FINAL_POLL_TIME = 2
 
 --- Polling defaults (seconds). See `task.next_delay` for the schedule.
 task.POLL_DEFAULTS = { interval = 0.5, max_interval = 15, timeout = 600 }
+
+--- The shortest poll interval allowed (seconds): no wait may busy-poll.
+task.MIN_INTERVAL = 0.05
 
 -- The client a task polls through, its provider's codec, and when its
 -- submission was answered: not fields, so that a task prints cleanly.
@@ -123,26 +132,35 @@ local function poll_options(client, given)
   return poll
 end
 
+--- The wait options, described as fields are (imgedit.params).
+local POLL_FIELDS = {
+  interval = params.seconds(task.MIN_INTERVAL, 3600),
+  max_interval = params.seconds(task.MIN_INTERVAL, 86400),
+  timeout = params.seconds(),
+}
+local check_timeout = POLL_FIELDS.timeout
+
 --- Validates `wait` options; returns them or nil and an error.
 function task.check_wait_options(opts)
-  if opts.timeout ~= nil and (type(opts.timeout) ~= "number" or opts.timeout <= 0) then
-    return nil, errors.new("invalid_request", "timeout must be a positive number of seconds")
+  local function invalid(message) return nil, errors.new("invalid_request", message) end
+  if opts.timeout ~= nil then
+    local _, problem = check_timeout(opts.timeout)
+    if problem then return invalid("timeout " .. problem) end
   end
   if opts.on_progress ~= nil and type(opts.on_progress) ~= "function" then
-    return nil, errors.new("invalid_request", "on_progress must be a function")
+    return invalid("on_progress must be a function, got " .. params.show(opts.on_progress))
   end
   if opts.poll ~= nil then
     if type(opts.poll) ~= "table" then
-      return nil, errors.new("invalid_request", "poll must be a table {interval =, max_interval =, timeout =}")
+      return invalid("poll must be a table {interval =, max_interval =, timeout =}, got " .. params.show(opts.poll))
     end
     for key, value in pairs(opts.poll) do
-      if not task.POLL_DEFAULTS[key] then
-        return nil, errors.new("invalid_request", ("poll.%s is unknown (known: interval, max_interval, timeout)")
-          :format(tostring(key)))
+      local check = POLL_FIELDS[key]
+      if not check then
+        return invalid(("poll.%s is unknown (known: interval, max_interval, timeout)"):format(tostring(key)))
       end
-      if type(value) ~= "number" or value <= 0 then
-        return nil, errors.new("invalid_request", ("poll.%s must be a positive number of seconds"):format(key))
-      end
+      local _, problem = check(value)
+      if problem then return invalid(("poll.%s %s"):format(key, problem)) end
     end
   end
   return opts
@@ -188,28 +206,52 @@ function Task:wait(opts)
   end
 
   if self.status then report() end
+  -- Consecutive polls that failed (each after the transport's own retries)
+  -- or brought an unknown status: past the client's retry budget, the cause
+  -- is returned rather than waited on until the deadline.
+  local failures, budget = 0, client.config.max_retries
   -- a handle made from an id alone has no state yet: its first poll is at once
   local poll_now = not self.status
+  local at_deadline = false
   while not FINAL[self.status] do
     if not poll_now then
       local now = scheduler.now()
-      if now >= deadline then
+      if at_deadline then
         return nil, errors.new("timeout", ("task %s is still %s after %.1f s of waiting; it keeps running on the"
           .. " server: resume with client:task(%q):wait()"):format(self.id, tostring(self.status or "unknown"),
-          now - started, self.id), { task_id = self.id, retryable = true })
+          now - started, self.id), { task_id = self.id, retryable = true }, client.credentials())
       end
-      -- the last poll falls on the deadline itself
       local delay = task.next_delay(now - birth(), self.progress, self.estimated_time, poll)
-      scheduler.sleep(math.min(delay, deadline - now))
+      if now + delay >= deadline then
+        -- the last poll falls on the deadline itself
+        delay = math.max(0, deadline - now)
+        at_deadline = true
+      end
+      scheduler.sleep(delay)
     end
     poll_now = false
-    local ok, err = self:refresh({ deadline = deadline })
-    if not ok then
-      -- a passing failure (the transport's retries already spent) is one
-      -- missed poll; the deadline check above ends the wait in time
-      if not err.retryable then return nil, err end
-    else
+    -- the poll at the deadline gets a moment of its own to be answered
+    local ok, err = self:refresh({ deadline = at_deadline and (deadline + FINAL_POLL_TIME) or deadline })
+    if ok and self.status ~= nil and not KNOWN[self.status] then
+      ok, err = nil, errors.new("decode", ("task %s has an unknown status %s"):format(self.id,
+        params.show(self.status)), { task_id = self.id, request_id = self.request_id, retryable = true },
+        client.credentials())
+    end
+    if ok then
+      failures = 0
       report()
+    elseif not err.retryable then
+      return nil, err
+    else
+      failures = failures + 1
+      if failures > budget or (at_deadline and not FINAL[self.status]) then
+        if failures > 1 then
+          err.message = ("%d polls of task %s in a row failed; the last: %s"):format(failures, self.id, err.message)
+        end
+        err.task_id, err.retryable = self.id, true
+        return nil, err
+      end
+      -- a passing failure is one missed poll: the schedule goes on
     end
   end
 
@@ -231,8 +273,8 @@ function Task:wait(opts)
 end
 
 function Task:__tostring()
-  return ("imgedit.task(%s, %s, %s%%)"):format(self.id, tostring(self.status or "unknown"),
-    tostring(self.progress or 0))
+  return errors.scrub(("imgedit.task(%s, %s, %s%%)"):format(self.id, tostring(self.status or "unknown"),
+    tostring(self.progress or 0)))
 end
 
 return task

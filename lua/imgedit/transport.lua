@@ -8,6 +8,7 @@
 
 local errors = require("imgedit.errors")
 local log = require("imgedit.log")
+local params = require("imgedit.params")
 local scheduler = require("imgedit.scheduler")
 
 local transport = {}
@@ -49,9 +50,11 @@ function transport.retry_after(headers)
   return nil
 end
 
+--- The request id a response's headers carry, scrubbed of the key (a
+-- hostile server could echo it there).
 local function request_id_of(headers)
   for _, name in ipairs(REQUEST_ID_HEADERS) do
-    if headers[name] then return headers[name] end
+    if headers[name] then return errors.scrub(headers[name]) end
   end
   return nil
 end
@@ -305,16 +308,38 @@ function transport.resolve(base, location)
   return (base:gsub("[^/]*$", "")) .. location
 end
 
---- Splits an http(s) URL into scheme, host and the rest, or returns nil.
+--- Splits a URL into scheme (lower case), host (lower case, IPv6 without
+-- its brackets), the rest (path, query, fragment) and the port (a number,
+-- or nil); or returns nil and what is wrong with it, in words that never
+-- repeat a user name or password it holds.
 function transport.split_url(url)
-  if type(url) ~= "string" then return nil end
+  if type(url) ~= "string" then return nil, "is not a string" end
+  if url:find("[%c%s\127]") then return nil, "contains white space or control characters" end
   local scheme, authority, rest = url:match("^([%a][%w+.-]*)://([^/?#]*)(.*)$")
-  if not scheme then return nil end
-  scheme = scheme:lower()
-  if authority:find("@", 1, true) then return nil end
-  local host = authority:match("^%[([%x:.]+)%]") or authority:match("^([^:]+)")
-  if not host or host == "" then return nil end
-  return scheme, host:lower(), rest
+  if not scheme then return nil, "is not a URL of the form scheme://host[:port][/path]" end
+  if authority:find("@", 1, true) then
+    return nil, "holds a user name or password (before the @): credentials in a URL are refused"
+      .. " (they would be sent and logged); pass the key as api_key"
+  end
+  local host, port_part
+  if authority:sub(1, 1) == "[" then
+    host, port_part = authority:match("^%[([%x:.]+)%](.*)$")
+    if not host then return nil, "has an IPv6 host without its closing ] (write http://[::1]:8080)" end
+  else
+    host, port_part = authority:match("^([^:]*)(.*)$")
+    if host == "" or not host:match("^[%w._~%%-]+$") then
+      return nil, "has no valid host name (scheme://host[:port][/path])"
+    end
+  end
+  local port
+  if port_part ~= "" then
+    local digits = port_part:match("^:(%d+)$")
+    port = digits and #digits <= 5 and tonumber(digits)
+    if not port or port < 1 or port > 65535 then
+      return nil, ("has the port %s; a port is a number from 1 to 65535"):format(port_part:sub(2))
+    end
+  end
+  return scheme:lower(), host:lower(), rest, port
 end
 
 local function is_loopback(host)
@@ -333,9 +358,11 @@ transport.is_loopback = is_loopback
 function transport.check_url(url, allow_http)
   local scheme, host = transport.split_url(url)
   if not scheme then
-    return ("%s is not a URL of the form scheme://host[:port][/path]"):format(tostring(url))
+    local problem = host
+    -- the URL itself is not repeated when it holds credentials
+    if problem:find("credentials", 1, true) then return "the URL " .. problem end
+    return ("the URL %s %s"):format(params.show(url), problem)
   end
-  if url:find("%s") then return ("the URL %q contains white space"):format(url) end
   if scheme == "https" then return nil end
   if scheme ~= "http" then return ("the URL scheme %q is not supported; use https://"):format(scheme) end
   if is_loopback(host) or allow_http then return nil end

@@ -46,8 +46,12 @@ function batch.read(path, defaults)
   if not handle then
     return nil, output.usage(("cannot read the jobs file: %s; check the path"):format(tostring(problem)), "batch")
   end
-  local text = handle:read("*a") or ""
+  local text, read_problem = handle:read("*a")
   handle:close()
+  if not text then
+    return nil, output.usage(("cannot read the jobs file %s: %s; give a file of JSON lines"):format(path,
+      tostring(read_problem)), "batch")
+  end
   local base = job.safe_name((path:match("([^/]+)$") or "jobs"):gsub("%.[^.]*$", ""))
   local jobs, seen = {}, {}
   local number = 0
@@ -64,7 +68,11 @@ function batch.read(path, defaults)
       if spec.id ~= nil and type(spec.id) ~= "string" and type(spec.id) ~= "number" then
         return nil, output.usage(("%s: id must be a string (the output files' prefix)"):format(where), "batch")
       end
-      if spec.id ~= nil then spec.id = tostring(spec.id) end
+      if type(spec.id) == "number" then
+        -- JSON numbers decode as floats: 12 is named "12", not "12.0"
+        spec.id = spec.id == math.floor(spec.id) and math.abs(spec.id) < 2 ^ 53 and ("%d"):format(spec.id)
+          or ("%.17g"):format(spec.id)
+      end
       spec.provider = spec.provider or defaults.provider
       local j, err = job.build(spec, where)
       if not j then return nil, err end

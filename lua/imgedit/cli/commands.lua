@@ -6,6 +6,7 @@
 -- @module imgedit.cli.commands
 
 local cjson = require("cjson")
+local errors = require("imgedit.errors")
 local imgedit = require("imgedit")
 local job = require("imgedit.cli.job")
 local models = require("imgedit.cli.models")
@@ -246,13 +247,13 @@ function commands.task(args, ctx)
     if not task:done() then
       line = line .. "  (follow it with: imgedit task " .. task.id .. " --wait -o DIR)"
     end
-    io.stdout:write(line, "\n")
-    for _, url in ipairs(urls) do io.stdout:write(url, "\n") end
+    io.stdout:write(errors.scrub(line), "\n")
+    for _, url in ipairs(urls) do io.stdout:write(errors.scrub(url), "\n") end
     io.stdout:flush()
   end
   if failed then
-    io.stderr:write(("imgedit: task %s %s%s; submit it again if it is still wanted\n"):format(task.id,
-      task.status, e.message and (": " .. tostring(e.message)) or ""))
+    io.stderr:write(errors.scrub(("imgedit: task %s %s%s; submit it again if it is still wanted\n"):format(task.id,
+      task.status, e.message and (": " .. tostring(e.message)) or "")))
     return 1
   end
   return 0

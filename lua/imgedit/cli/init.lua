@@ -295,8 +295,12 @@ local function context(args)
                                                    allow_http = args.allow_http or nil })
     if not client then
       local message = tostring(err.message or err):gsub("pass allow_http = true", "add --allow-http")
-      return nil, output.usage(("%s: %s; fix --base-url or %s"):format(provider, message,
-        require("imgedit.providers").get(provider).env.base_url), args.command)
+      local env = require("imgedit.providers").get(provider).env
+      -- the fix names what was wrong: the key, or the base URL
+      local fix = ({ api_key = "--api-key or " .. env.api_key, base_url = "--base-url or " .. env.base_url })
+        [err.option]
+      return nil, output.usage(("%s: %s%s"):format(provider, message, fix and ("; fix " .. fix) or ""),
+        args.command)
     end
     clients[provider] = client
     return true

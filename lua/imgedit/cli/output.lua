@@ -7,6 +7,7 @@
 -- @module imgedit.cli.output
 
 local cjson = require("cjson")
+local errors = require("imgedit.errors")
 
 local output = {}
 
@@ -22,7 +23,8 @@ local function encode(value, buffer)
   if value == nil or value == cjson.null then
     buffer[#buffer + 1] = "null"
   elseif kind == "string" then
-    buffer[#buffer + 1] = (cjson.encode(value):gsub("\\/", "/"))
+    -- what a server sent is never printed with a key in it
+    buffer[#buffer + 1] = (cjson.encode(errors.scrub(value)):gsub("\\/", "/"))
   elseif kind == "number" then
     if value ~= value or value == math.huge or value == -math.huge then
       buffer[#buffer + 1] = "null"

@@ -15,6 +15,7 @@
 -- @module imgedit.cli.progress
 
 local core = require("imgedit.core")
+local errors = require("imgedit.errors")
 local imgedit = require("imgedit")
 
 local progress = {}
@@ -231,6 +232,8 @@ end
 -- live block in tty mode; as it is otherwise. `text` has no newline.
 function Display:print(text, stream)
   stream = stream or self.stream
+  -- a task id or a message from a server: never shown with a key in it
+  text = errors.scrub(text)
   if self.mode == "tty" and not self.closed and self.drawn > 0 then
     self.stream:write(self:erase_code())
     self.stream:flush()

@@ -203,7 +203,7 @@ local function fault_response(f, normal)
     local status = f.status or 500
     local body = f.body
     if body == nil then
-      body = {error = {message = "injected fault: HTTP " .. status,
+      body = {error = {message = ("injected fault: HTTP %d"):format(status),
                        type = ERROR_TYPES[status] or (status >= 500 and "server_error"
                                                       or "invalid_request_error")}}
     end

@@ -166,14 +166,17 @@ local function read_image(i, entry, blobs, res)
   }
 end
 
+local check_timeout = params.seconds()
+
 --- Validates `input` for `operation`; returns what params.request returns.
 local function prepare(client, operation, input)
   local request, err = params.request(powertokens, operation, input, client.config.strict_models)
   if not request then return nil, err end
-  local timeout = request.control.timeout
-  if timeout ~= nil and not (params.is_finite(timeout) and timeout > 0) then
-    return nil, errors.new("invalid_request", ("powertokens %s: timeout must be a positive number of seconds, got %s")
-      :format(operation, params.show(timeout)))
+  if request.control.timeout ~= nil then
+    local _, problem = check_timeout(request.control.timeout)
+    if problem then
+      return nil, errors.new("invalid_request", ("powertokens %s: timeout %s"):format(operation, problem))
+    end
   end
   return request
 end
