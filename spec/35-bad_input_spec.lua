@@ -155,7 +155,8 @@ describe("bad input", function()
     it("an x-request-id holding the key reaches no error field, tostring or log line", function()
       local lines = {}
       imgedit.log(function(line) lines[#lines + 1] = line end)
-      m:faults({ { path = "/powertokens/v1/images/edits", status = 500, headers = { ["X-Request-Id"] = "req-" .. KEY } } })
+      m:faults({ { path = "/powertokens/v1/images/edits", status = 500,
+                   headers = { ["X-Request-Id"] = "req-" .. KEY } } })
       local _, err = helpers.pt(m, { api_key = KEY, max_retries = 0 }):edit({ prompt = "p", images = { URL } })
       imgedit.log(nil)
       assert.equal("server", err.kind)
