@@ -147,6 +147,50 @@ describe("bad input", function()
     end)
   end)
 
+  describe("numbers from the server", function()
+    local WEIRD = {
+      '{"status":"processing","progress":1e999,"task_info":{"estimated_time":1e999}}',
+      '{"status":"processing","progress":-1e999,"task_info":{"estimated_time":-5}}',
+      '{"status":"processing","progress":"50","task_info":{"estimated_time":"soon"}}',
+      '{"status":"processing","progress":1e300,"task_info":{"estimated_time":1e300}}',
+    }
+
+    it("are ignored or clamped by the library", function()
+      m:config({ task_delay = 0.3 })
+      local task = assert(helpers.fox(m):submit({ prompt = "p", images = { URL } }))
+      for _, body in ipairs(WEIRD) do
+        m:faults({ { method = "GET", path_match = "^/foxapi/v1/tasks/", status = 200, body = body } })
+        assert(task:refresh())
+        assert(task.progress == nil or (task.progress >= 0 and task.progress <= 100), tostring(task.progress))
+        assert(task.estimated_time == nil or task.estimated_time <= 7 * 86400, tostring(task.estimated_time))
+        assert.equal("string", type(tostring(task)))
+      end
+    end)
+
+    it("never make the command fail with an internal error", function()
+      m:config({ task_delay = 0.5 })
+      local faults = {}
+      for i, body in ipairs(WEIRD) do
+        faults[i] = { method = "GET", path_match = "^/foxapi/v1/tasks/", status = 200, body = body }
+      end
+      m:faults(faults)
+      local dir = helpers.tmpdir()
+      for _, mode in ipairs({ "tty", "plain" }) do
+        local words = { "env", "FOXAPI_API_KEY=" .. helpers.KEY, "FOXAPI_BASE_URL=" .. m.foxapi,
+                        "LUA_PATH=" .. package.path, "LUA_CPATH=" .. package.cpath, helpers.LUA, "bin/imgedit",
+                        "edit", "-i", URL, "--prompt", "p", "--progress", mode, "-o", dir }
+        for i, w in ipairs(words) do words[i] = helpers.shell_quote(w) end
+        local p = io.popen("cd " .. helpers.shell_quote(helpers.ROOT) .. " && " .. table.concat(words, " ")
+          .. " 2>&1; echo exit=$?")
+        local out = p:read("*a")
+        p:close()
+        assert.is_nil(out:find("internal error", 1, true), out)
+        assert.matches("exit=0", out, 1, true)
+      end
+      helpers.rmdir(dir)
+    end)
+  end)
+
   describe("a key echoed by a server", function()
     local function no_key(text, where)
       assert.is_nil(tostring(text):find(KEY, 1, true), (where or "") .. " carries the key: " .. tostring(text))

@@ -378,6 +378,12 @@ function cli.main(argv)
         .. " go on: journaled tasks are resumed, not submitted again") or "", "\n")
       return 130
     end
+    -- tasks already billed come first: they keep running, and can be followed
+    local submitted = package.loaded["imgedit.cli.job"] and package.loaded["imgedit.cli.job"].submitted or {}
+    for _, id in ipairs(submitted) do
+      io.stderr:write(require("imgedit.errors").scrub(("imgedit: task %s was submitted (billed) and keeps running:"
+        .. " follow it with: imgedit task %s --wait -o %s\n"):format(id, id, tostring(args.output))))
+    end
     io.stderr:write("imgedit: internal error, please report it: ", tostring(status), "\n")
     return 1
   end

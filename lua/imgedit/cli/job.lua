@@ -13,6 +13,10 @@ local providers = require("imgedit.providers")
 
 local job = {}
 
+--- The ids of the tasks this process submitted (billed), in order: what
+-- the command prints first should it ever fail with an internal error.
+job.submitted = {}
+
 --- Names a batch line may use for the command line's spellings.
 local ALIASES = { negative = "negative_prompt", format = "response_format" }
 
@@ -231,6 +235,7 @@ function job.run(j, ctx)
       local _, params = job.call(j)
       task, err = client:submit(params)
       if not task then return nil, err end
+      job.submitted[#job.submitted + 1] = task.id
       if ctx.on_submitted then ctx.on_submitted(j, task) end
     end
     task_id = task.id

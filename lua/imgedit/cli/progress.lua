@@ -64,7 +64,9 @@ end
 
 --- Seconds as "4.2s", "3m05s" or "1h02m".
 function progress.seconds(s)
-  if s < 0 then s = 0 end
+  if s ~= s or s < 0 then s = 0 end
+  -- an estimate from a server can be anything: past 100 days it says no more
+  if s >= 8640000 then return ">100d" end
   if s < 60 then return ("%.1fs"):format(s) end
   if s < 3600 then return ("%dm%02ds"):format(math.floor(s / 60), math.floor(s % 60)) end
   return ("%dh%02dm"):format(math.floor(s / 3600), math.floor(s % 3600 / 60))

@@ -179,6 +179,9 @@ local function number_or_nil(v)
   return to_integer(v) or v
 end
 
+--- The longest `estimated_time` taken as an estimate (seconds): a week.
+local MAX_ESTIMATE = 7 * 86400
+
 --- What the reference advises for each code of a failed task: whether a
 -- new (billed) submission may succeed, and what to do.
 local AGAIN = "submit it again (billed again)"
@@ -243,12 +246,15 @@ foxapi.task = {
   --- Normalized fields of a task JSON (`task_info` may be missing from polls).
   read = function(raw)
     local info = type(raw.task_info) == "table" and raw.task_info or {}
+    -- numbers from the server are ignored unless finite, and clamped
     local progress = number_or_nil(raw.progress)
     if progress then progress = math.max(0, math.min(100, progress)) end
+    local estimate = number_or_nil(info.estimated_time)
+    if estimate and (estimate < 0 or estimate > MAX_ESTIMATE) then estimate = nil end
     return {
       status = type(raw.status) == "string" and raw.status or nil,
       progress = progress,
-      estimated_time = number_or_nil(info.estimated_time),
+      estimated_time = estimate,
       can_cancel = info.can_cancel == true,
       model = type(raw.model) == "string" and raw.model or nil,
       created = number_or_nil(raw.created),
