@@ -186,7 +186,11 @@ local function check_string(spec, ctx)
       return ("%d*%d"):format(tonumber(w), tonumber(h))
     end
   end
-  return function(v)
+  local find, byte = string.find, string.byte
+  local plain = spec.plain
+  -- the common cases first, with tests cheaper than the general ones: an
+  -- http(s) URL in lower case, a choice, ASCII text short enough
+  local function general(v)
     if format == "image" then
       if file.is(v) then
         if not ctx.local_files then
@@ -195,7 +199,7 @@ local function check_string(spec, ctx)
         end
         return v
       end
-      if type(v) == "string" and v:match("^data:") then
+      if type(v) == "string" and v:sub(1, 5) == "data:" then
         if not ctx.local_files then
           return nil, ("is a data: URI: %s only takes public http(s) URLs"):format(ctx.provider)
         end
@@ -220,7 +224,7 @@ local function check_string(spec, ctx)
     local len = params.utf8_length(v)
     if not len then return nil, "is not valid UTF-8 text" end
     if len == 0 then return nil, "must not be empty" end
-    if spec.plain and v:find("[%c\127]") then
+    if plain and find(v, "[%c\127]") then
       return nil, "must not contain control characters (NUL, CR, LF, ...), got " .. show(v)
     end
     if size then return size(v) end
@@ -232,6 +236,32 @@ local function check_string(spec, ctx)
     end
     return v
   end
+  if format == "url" or format == "image" then
+    return function(v)
+      -- "https://" or "http://" then a host: no pattern needed to say so
+      if type(v) == "string" then
+        local after = (find(v, "https://", 1, true) == 1 and 9) or (find(v, "http://", 1, true) == 1 and 8)
+        if after and byte(v, after) and byte(v, after) ~= 47 and not find(v, "[%z\1-\32\127]") then return v end
+      end
+      return general(v)
+    end
+  elseif choices and not size then
+    -- every choice is valid, non-empty text: being one says it all
+    return function(v)
+      if choices[v] then return v end
+      return general(v)
+    end
+  elseif not size then
+    return function(v)
+      -- ASCII (no byte above 127) is valid UTF-8, one character a byte
+      if type(v) == "string" and v ~= "" and not find(v, "[\128-\255]") and (not max_length or #v <= max_length)
+          and not (plain and find(v, "[%c\127]")) then
+        return v
+      end
+      return general(v)
+    end
+  end
+  return general
 end
 
 local function range_problem(v, min, max)
@@ -299,11 +329,18 @@ local function check_array(spec, ctx)
     if max_items and n > max_items then
       return nil, ("has %d items; the limit is %d"):format(n, max_items)
     end
-    local out = {}
+    -- a copy is made only when a check changes an item (a size normalized...)
+    local out = v
     for i = 1, n do
       local value, problem = item(v[i])
       if problem then return nil, ("[%d] %s"):format(i, problem) end
-      out[i] = value
+      if value ~= v[i] then
+        if out == v then
+          out = {}
+          for k = 1, n do out[k] = v[k] end
+        end
+        out[i] = value
+      end
     end
     return out
   end
@@ -459,45 +496,6 @@ local function overridden(spec, override)
   return copy
 end
 
---- Compiles the fields of catalog `entry` for `operation` into a schema.
--- ctx: `label` (e.g. "<provider> edit"), `provider` (its name), `local_files`,
--- `files_elsewhere` (advice when local files are refused), `control` (the
--- per-call options allowed beside the parameters: {name = true}), `reserved`
--- (wire names that `extra` may not set).
-function params.compile(entry, operation, ctx)
-  local schema = {
-    label = ("%s (%s)"):format(ctx.label, entry.name), base_label = ctx.label,
-    model = entry.name, operation = operation,
-    fields = {}, known = {}, control = ctx.control or {}, reserved = {},
-  }
-  local listed = { "model", "extra" }
-  for _, field in ipairs(params.fields_for(entry, operation)) do
-    local compiled = {
-      name = field.name, wire = field.wire or field.name, required = field.required,
-      default = field.send_default and field.default or nil,
-      check = compile_check(field, ctx), same_length_as = field.same_length_as, into = field.into,
-      names = { field.name }, spec = field,
-    }
-    if compiled.wire ~= field.name then compiled.names[2] = compiled.wire end
-    if field.when then
-      compiled.when = {}
-      for i, override in ipairs(field.when) do
-        compiled.when[i] = { field = override.field, equals = override.equals,
-                             check = compile_check(overridden(field, override), ctx) }
-      end
-    end
-    schema.fields[#schema.fields + 1] = compiled
-    for _, name in ipairs(compiled.names) do schema.known[name] = compiled end
-    listed[#listed + 1] = field.name
-  end
-  for name in pairs(schema.control) do listed[#listed + 1] = name end
-  table.sort(listed)
-  schema.listed = table.concat(listed, ", ")
-  for _, name in ipairs(ctx.reserved or {}) do schema.reserved[name] = true end
-  schema.reserved.model = true
-  return schema
-end
-
 local function invalid(schema, message)
   return nil, errors.new("invalid_request", schema.label .. ": " .. message)
 end
@@ -539,18 +537,142 @@ local function merge_extra(schema, body, extra)
   return true
 end
 
---- The value of field `f` in `input`, under any of its names.
-local function given_value(input, f)
-  local given, given_as
-  for _, name in ipairs(f.names) do
-    if input[name] ~= nil then
-      if given ~= nil then
-        return nil, nil, ("%s and %s are the same parameter; give only one"):format(given_as, name)
-      end
-      given, given_as = input[name], name
+--- The builder of a schema: Lua source written for its fields, compiled
+-- once. It checks that every key of the input is known, gathers each
+-- field under any of its names, checks it, and builds the wire body with
+-- one table constructor; a problem goes to one of the `U.*` functions,
+-- which make the error. (A schema is checked on every request: an
+-- interpreted walk over the field list cost most of a submission's time.)
+local function generate(schema)
+  local U = { checks = {}, when = {}, defaults = {}, model = schema.model, known = {} }
+  for name in pairs(schema.known) do U.known[name] = true end
+  for name in pairs(schema.control) do U.known[name] = true end
+  U.known.model, U.known.extra = true, true
+  local index = {}
+  for i, f in ipairs(schema.fields) do index[f.name] = i end
+
+  function U.unknown(key)
+    if type(key) ~= "string" then return invalid(schema, "parameter keys must be names, got " .. show(key)) end
+    return invalid(schema, ("unknown parameter %q (known: %s); a field imgedit does not know yet can be sent"
+      .. " with extra = {%s = ...}"):format(key, schema.listed, key))
+  end
+  function U.dup(a, b)
+    return invalid(schema, ("%s and %s are the same parameter; give only one"):format(a, b))
+  end
+  function U.required(name) return invalid(schema, name .. " is required") end
+  function U.failed(i, problem, input)
+    local names = schema.fields[i].names
+    local as = (names[2] and input[names[2]] ~= nil) and names[2] or names[1]
+    return invalid(schema, as .. " " .. problem)
+  end
+  function U.length(i, got, want)
+    local f = schema.fields[i]
+    return invalid(schema, ("%s has %d item%s; it needs one per %s item (%d)"):format(f.name, got,
+      got == 1 and "" or "s", f.same_length_as, want))
+  end
+  function U.merge_extra(body, extra) return merge_extra(schema, body, extra) end
+
+  local src = { "local U = ...",
+    "local known, unknown, dup, required, failed, length, merge_extra ="
+      .. " U.known, U.unknown, U.dup, U.required, U.failed, U.length, U.merge_extra",
+    "local next, type = next, type" }
+  local function emit(fmt, ...) src[#src + 1] = fmt:format(...) end
+  for i, f in ipairs(schema.fields) do
+    U.checks[i] = f.check
+    U.defaults[i] = f.default
+    emit("local check%d, default%d = U.checks[%d], U.defaults[%d]", i, i, i, i)
+    for j in ipairs(f.when or {}) do
+      U.when[#U.when + 1] = f.when[j]
+      emit("local when%d_%d = U.when[%d]", i, j, #U.when)
     end
   end
-  return given, given_as
+  emit("return function(input)")
+  emit("  for k in next, input do if not known[k] then return unknown(k) end end")
+  for i, f in ipairs(schema.fields) do
+    emit("  local v%d = input[%q]", i, f.names[1])
+    if f.names[2] then
+      emit("  local w%d = input[%q]", i, f.names[2])
+      emit("  if w%d ~= nil then if v%d ~= nil then return dup(%q, %q) end v%d = w%d end", i, i, f.names[1],
+        f.names[2], i, i)
+    end
+    if f.required then
+      emit("  if v%d == nil then return required(%q) end", i, f.name)
+    elseif f.default ~= nil then
+      emit("  if v%d == nil then v%d = default%d end", i, i, i)
+    end
+  end
+  for i, f in ipairs(schema.fields) do
+    emit("  if v%d ~= nil then", i)
+    emit("    local check, problem = check%d, nil", i)
+    for j, override in ipairs(f.when or {}) do
+      local other = index[override.field]
+      if other then emit("    if v%d == when%d_%d.equals then check = when%d_%d.check end", other, i, j, i, j) end
+    end
+    emit("    v%d, problem = check(v%d)", i, i)
+    emit("    if problem then return failed(%d, problem, input) end", i)
+    if f.same_length_as then
+      local other = index[f.same_length_as]
+      local want = other and ("(type(v%d) == 'table' and #v%d or 0)"):format(other, other) or "0"
+      emit("    if #v%d ~= %s then return length(%d, #v%d, %s) end", i, want, i, i, want)
+    end
+    emit("  end")
+  end
+  local items = { "model = U.model" }
+  for i, f in ipairs(schema.fields) do items[#items + 1] = ("[%q] = v%d"):format(f.wire, i) end
+  emit("  local body = { %s }", table.concat(items, ", "))
+  emit("  local extra = input.extra")
+  emit("  if extra ~= nil then")
+  emit("    local ok, problem = merge_extra(body, extra)")
+  emit("    if not ok then return nil, problem end")
+  emit("  end")
+  local names, control = {}, {}
+  for name in pairs(schema.control) do names[#names + 1] = name end
+  table.sort(names)
+  for _, name in ipairs(names) do control[#control + 1] = ("[%q] = input[%q]"):format(name, name) end
+  emit("  return body, { %s }", table.concat(control, ", "))
+  emit("end")
+  local chunk = assert((loadstring or load)(table.concat(src, "\n"), "=params " .. schema.label))
+  return chunk(U)
+end
+
+--- Compiles the fields of catalog `entry` for `operation` into a schema.
+-- ctx: `label` (e.g. "<provider> edit"), `provider` (its name), `local_files`,
+-- `files_elsewhere` (advice when local files are refused), `control` (the
+-- per-call options allowed beside the parameters: {name = true}), `reserved`
+-- (wire names that `extra` may not set).
+function params.compile(entry, operation, ctx)
+  local schema = {
+    label = ("%s (%s)"):format(ctx.label, entry.name), base_label = ctx.label,
+    model = entry.name, operation = operation,
+    fields = {}, known = {}, control = ctx.control or {}, reserved = {},
+  }
+  local listed = { "model", "extra" }
+  for _, field in ipairs(params.fields_for(entry, operation)) do
+    local compiled = {
+      name = field.name, wire = field.wire or field.name, required = field.required,
+      default = field.send_default and field.default or nil,
+      check = compile_check(field, ctx), same_length_as = field.same_length_as, into = field.into,
+      names = { field.name }, spec = field,
+    }
+    if compiled.wire ~= field.name then compiled.names[2] = compiled.wire end
+    if field.when then
+      compiled.when = {}
+      for i, override in ipairs(field.when) do
+        compiled.when[i] = { field = override.field, equals = override.equals,
+                             check = compile_check(overridden(field, override), ctx) }
+      end
+    end
+    schema.fields[#schema.fields + 1] = compiled
+    for _, name in ipairs(compiled.names) do schema.known[name] = compiled end
+    listed[#listed + 1] = field.name
+  end
+  for name in pairs(schema.control) do listed[#listed + 1] = name end
+  table.sort(listed)
+  schema.listed = table.concat(listed, ", ")
+  for _, name in ipairs(ctx.reserved or {}) do schema.reserved[name] = true end
+  schema.reserved.model = true
+  schema.build = generate(schema)
+  return schema
 end
 
 --- Validates `input` against `schema`. Returns the body (wire names; model
@@ -558,48 +680,7 @@ end
 -- `input.model` and `input.extra` are read here; `input.body` must have
 -- been dealt with by the caller.
 function params.build(schema, input)
-  local rest, control = split_control(schema, input)
-  if not rest then return nil, control end
-  for key in pairs(rest) do
-    if not schema.known[key] and key ~= "model" and key ~= "extra" then
-      return invalid(schema, ("unknown parameter %q (known: %s); a field imgedit does not know yet can be sent"
-        .. " with extra = {%s = ...}"):format(key, schema.listed, key))
-    end
-  end
-  local body, values = { model = schema.model }, {}
-  for _, f in ipairs(schema.fields) do
-    local given, given_as, problem = given_value(rest, f)
-    if problem then return invalid(schema, problem) end
-    if given == nil then
-      if f.required then return invalid(schema, f.name .. " is required") end
-      given, given_as = f.default, f.name
-    end
-    if given ~= nil then values[f.name] = { value = given, as = given_as } end
-  end
-  for _, f in ipairs(schema.fields) do
-    local v = values[f.name]
-    if v then
-      local check = f.check
-      for _, override in ipairs(f.when or {}) do
-        local other = values[override.field]
-        if other and other.value == override.equals then check = override.check end
-      end
-      local value, problem = check(v.value)
-      if problem then return invalid(schema, v.as .. " " .. problem) end
-      if f.same_length_as then
-        local other = values[f.same_length_as]
-        local want = other and type(other.value) == "table" and #other.value or 0
-        if #value ~= want then
-          return invalid(schema, ("%s has %d item%s; it needs one per %s item (%d)"):format(v.as, #value,
-            #value == 1 and "" or "s", f.same_length_as, want))
-        end
-      end
-      body[f.wire] = value
-    end
-  end
-  local merged, problem = merge_extra(schema, body, rest.extra)
-  if not merged then return nil, problem end
-  return body, control
+  return schema.build(input)
 end
 
 --- The problem with `v` as a value of Lua type `spec.type` (items of
