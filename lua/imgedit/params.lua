@@ -779,27 +779,53 @@ local function quoted_list(names)
   return '"' .. table.concat(names, '", "') .. '"'
 end
 
+--- Per catalog: entries by name; per entry: the operations it serves and
+-- each one's required names (worked out once: this is on every request).
+local entries = setmetatable({}, { __mode = "k" })
+local served = setmetatable({}, { __mode = "k" })
+
 local function find_entry(d, model)
-  for _, e in ipairs(d.models) do
-    if e.name == model then return e end
+  local by_name = entries[d.models]
+  if not by_name then
+    by_name = {}
+    for _, e in ipairs(d.models) do by_name[e.name] = e end
+    entries[d.models] = by_name
   end
-  return nil
+  return by_name[model]
+end
+
+--- {operation = {required names...}} of `entry`.
+local function served_by(entry)
+  local ops = served[entry]
+  if not ops then
+    ops = {}
+    for _, o in ipairs(entry.operations) do
+      local required = {}
+      for _, f in ipairs(params.fields_for(entry, o)) do
+        if f.required then required[#required + 1] = { f.name, f.wire or f.name } end
+      end
+      ops[o] = required
+    end
+    served[entry] = ops
+  end
+  return ops
 end
 
 --- The operation of `entry` that `input` is for: `operation` itself, or,
--- when `operations` lists several (an asynchronous provider's submit), the first the entry
--- serves whose required fields `input` gives (else the first it serves).
+-- when `operations` lists several (an asynchronous provider's submit), the
+-- first the entry serves whose required fields `input` gives (else the
+-- first it serves).
 local function pick_operation(entry, operation, operations, input)
-  local served = {}
-  for _, o in ipairs(entry.operations) do served[o] = true end
-  if not operations then return served[operation] and operation or nil end
+  local ops = served_by(entry)
+  if not operations then return ops[operation] and operation or nil end
   local first
   for _, o in ipairs(operations) do
-    if served[o] then
+    local required = ops[o]
+    if required then
       first = first or o
       local complete = true
-      for _, f in ipairs(params.fields_for(entry, o)) do
-        if f.required and input[f.name] == nil and (f.wire == nil or input[f.wire] == nil) then complete = false end
+      for _, names in ipairs(required) do
+        if input[names[1]] == nil and input[names[2]] == nil then complete = false end
       end
       if complete then return o end
     end
