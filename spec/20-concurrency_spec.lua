@@ -152,6 +152,70 @@ describe("concurrency", function()
     end)
   end)
 
+  describe("the scheduler's interface for runtimes", function()
+
+    it("a host's own runtime table drives every wait, through the loop's declared methods", function()
+      local calls = { perform = 0, wait = 0 }
+      -- a runtime as a host would write it, outside the library: only the
+      -- loop's declared methods and the multi handle it gives
+      local host = {
+        name = "host",
+        perform = function(loop)
+          calls.perform = calls.perform + 1
+          loop:multi():perform()
+        end,
+        wait = function(loop, seconds)
+          calls.wait = calls.wait + 1
+          assert.is_false(loop:has_ready())
+          local due = loop:next_due()
+          loop:multi():poll(math.min(seconds, due or seconds))
+        end,
+      }
+      -- an answer that takes a while: the loop has to wait for it
+      m:faults({ { kind = "slow", seconds = 0.2 } })
+      local previous = imgedit.runtime()
+      assert.equal("host", imgedit.runtime(host))
+      local ok, result = pcall(imgedit.run, function()
+        return helpers.pt(m):edit({ prompt = "p", images = { SEED_URL } })
+      end)
+      imgedit.runtime(previous)
+      assert(ok and result, tostring(result))
+      assert.is_true(calls.perform >= 1, "perform " .. calls.perform)
+      assert.is_true(calls.wait >= 1, "wait " .. calls.wait)
+    end)
+
+    it("a table that is no runtime is refused, saying what it lacks", function()
+      local chosen, err = imgedit.runtime({ name = "broken", perform = function() end })
+      assert.is_nil(chosen)
+      assert.equal("invalid_request", err.kind)
+      assert.matches("wait must be a function", err.message, 1, true)
+      assert.has_error(function() imgedit.runtime(42) end)
+    end)
+
+    it("an alarm cuts a sleep short, and its timer never fires afterwards", function()
+      local alarm = scheduler.alarm()
+      local woke_at, planned
+      imgedit.run(function()
+        local sleeper = imgedit.spawn(function()
+          planned = scheduler.now() + 3600
+          scheduler.sleep(3600, alarm)
+          woke_at = scheduler.now()
+        end)
+        imgedit.spawn(function() alarm:ring() end)
+        sleeper:join()
+      end)
+      assert.is_true(woke_at < planned)
+      assert.is_nil(scheduler.loop():next_due())
+    end)
+
+    it("run waits for what it started only: an unjoined spawn outside it does not hold it open", function()
+      local stray = imgedit.spawn(function() scheduler.sleep(3600) end)
+      local finished = imgedit.run(function() return "done" end)
+      assert.equal("done", finished)
+      assert.is_false(stray.done)
+    end)
+  end)
+
   describe("max_in_flight", function()
     it("keeps at most that many requests of a client on the wire; the rest wait in order", function()
       m:faults({ { path = EDITS, kind = "slow", seconds = 0.3, times = 4 } })

@@ -239,10 +239,11 @@ describe("ngx runtime, without nginx", function()
     }))
   end
 
-  --- A stand-in multi handle: perform() reports `running`.
+  --- A stand-in multi handle (and the loop that has it): perform() reports `running`.
   local function new_multi(running)
     return {
       running = running, next_timer = -1, polled = {},
+      multi = function(self) return self end,
       perform = function(self) return self.running end,
       timeout = function(self) return self.next_timer end,
       poll = function(self, seconds) self.polled[#self.polled + 1] = seconds end,

@@ -93,7 +93,7 @@ function imgedit.async(fn, ...)
   if type(fn) ~= "function" then params.argerror(1, "async", "function", fn) end
   local handle = scheduler.spawn(fn, ...)
   local rt = runtime.current()
-  if rt.start then rt.start(handle.loop, scheduler.multi()) end
+  if rt.start then rt.start(handle.loop) end
   return handle
 end
 
@@ -114,11 +114,14 @@ function imgedit.gather(fns, opts)
 end
 
 --- Picks how imgedit waits: "blocking" (plain scripts), "nvim" (Neovim's
--- event loop), "ngx" (OpenResty). Detected automatically; returns the name
--- in use, or nil and an error for an unknown name.
+-- event loop), "ngx" (OpenResty), or a runtime table of the host's own
+-- (see imgedit.runtime). Detected automatically; returns the name in use,
+-- or nil and an error for an unknown name or a table that is no runtime.
 function imgedit.runtime(name)
   if name == nil then return runtime.current().name end
-  if type(name) ~= "string" then params.argerror(1, "runtime", "string", name) end
+  if type(name) ~= "string" and type(name) ~= "table" then
+    params.argerror(1, "runtime", "string or runtime table", name)
+  end
   local chosen, problem = runtime.set(name)
   if not chosen then return nil, errors.new("invalid_request", problem) end
   return chosen

@@ -7,6 +7,22 @@
 -- is due. How a loop waits for that is the runtime's business
 -- (`imgedit.runtime`): block in `curl_multi_poll`, yield to nginx, or return
 -- to Neovim's event loop. Outside a loop the same calls simply wait in place.
+--
+-- What a runtime may use of a loop (the loop is handed to each runtime
+-- function; nothing else of the scheduler is a runtime's business):
+--
+--   loop:multi()      the curl multi handle (imgedit.core) of the loop
+--   loop:turn()       one turn that never blocks: resumes every coroutine
+--                     that can go on, then hands finished transfers to
+--                     their waiters and wakes those whose timers are due
+--                     (they run at the next turn)
+--   loop:collect()    hands finished transfers to their waiters (after curl
+--                     progressed in a host's callback); wakes them
+--   loop:has_ready()  a coroutine can go on now
+--   loop:next_due()   seconds until the loop's next timer (0: overdue), or nil
+--   loop:busy()       a turn or a drive of the loop is under way
+--   loop:on_ready(fn) fn(loop) runs when a coroutine becomes ready outside
+--                     a turn (nil: nobody to tell)
 -- @module imgedit.scheduler
 
 local core = require("imgedit.core")
@@ -56,7 +72,8 @@ local Loop = {}
 Loop.__index = Loop
 
 local function new_loop()
-  return setmetatable({ ready = {}, timers = {}, timer_seq = 0, live = 0, driving = false }, Loop)
+  return setmetatable({ ready = {}, timers = {}, timer_seq = 0, live = 0, driving = false, turning = false },
+    Loop)
 end
 
 local global_loop = new_loop()
@@ -79,24 +96,47 @@ end
 function Loop:wake(co, ...)
   local ready = self.ready
   ready[#ready + 1] = { co, pack(...) }
-  if #ready == 1 and self.on_ready and not self.stepping then self.on_ready(self) end
+  if #ready == 1 and self.ready_hook and not self.turning then self.ready_hook(self) end
 end
 
 local function wake(co, ...)
   handles[co].loop:wake(co, ...)
 end
 
--- Timers: a heap of {at, seq, co}.
+-- Timers: a heap of {at, seq, co}; a timer whose sleep was cut short has
+-- lost its `co` and is dropped when it comes up.
 
 function Loop:push_timer(at, co)
   self.timer_seq = self.timer_seq + 1
-  heap.push(self.timers, { at = at, seq = self.timer_seq, co = co })
+  local timer = { at = at, seq = self.timer_seq, co = co }
+  heap.push(self.timers, timer)
+  return timer
+end
+
+--- The multi handle the loop's transfers run on (shared by every loop of
+-- the Lua state, with its connection pool).
+function Loop:multi() -- luacheck: ignore 212/self (a method: runtimes call it on the loop)
+  return scheduler.multi()
 end
 
 --- Seconds until the loop's next timer is due (0 when overdue), or nil.
-function Loop:next_timer()
-  local top = self.timers[1]
+function Loop:next_due()
+  local timers = self.timers
+  while timers[1] and not timers[1].co do heap.pop(timers) end
+  local top = timers[1]
   return top and math.max(0, top.at - core.now()) or nil
+end
+
+function Loop:has_ready()
+  return #self.ready > 0
+end
+
+function Loop:busy()
+  return self.turning or self.driving
+end
+
+function Loop:on_ready(fn)
+  self.ready_hook = fn
 end
 
 -- Handles ---------------------------------------------------------------------------
@@ -156,9 +196,10 @@ end
 
 -- Turning a loop ------------------------------------------------------------------
 
---- Moves the coroutines whose transfers finished to their loops' queues.
-function scheduler.harvest()
-  for _, transfer in ipairs(scheduler.multi():done()) do
+--- Moves the coroutines whose transfers finished to their loops' queues
+-- (of every loop: the multi handle is shared).
+function Loop:collect()
+  for _, transfer in ipairs(self:multi():done()) do
     local co = waiting[transfer]
     if co then
       waiting[transfer] = nil
@@ -167,22 +208,23 @@ function scheduler.harvest()
   end
 end
 
---- One turn that never blocks: resumes the coroutines that can go on, lets
--- curl progress, and wakes the waiters of finished transfers and due timers.
-function Loop:step()
-  self.stepping = true
-  local ready = self.ready
-  if #ready > 0 then
-    self.ready = {}
-    for _, entry in ipairs(ready) do resume(entry[1], entry[2]) end
-  end
-  runtime.current().perform(scheduler.multi())
-  scheduler.harvest()
-  local now = core.now()
-  while self.timers[1] and self.timers[1].at <= now do
-    self:wake(heap.pop(self.timers).co)
-  end
-  self.stepping = false
+function Loop:turn()
+  self.turning = true
+  local ok, problem = pcall(function()
+    local ready = self.ready
+    if #ready > 0 then
+      self.ready = {}
+      for _, entry in ipairs(ready) do resume(entry[1], entry[2]) end
+    end
+    self:collect()
+    local now, timers = core.now(), self.timers
+    while timers[1] and timers[1].at <= now do
+      local timer = heap.pop(timers)
+      if timer.co then self:wake(timer.co) end
+    end
+  end)
+  self.turning = false
+  if not ok then error(problem, 0) end
 end
 
 --- Turns the loop until `finished()` is true, waiting the runtime's way.
@@ -194,12 +236,16 @@ function Loop:drive(finished)
   local rt = runtime.current()
   local ok, problem = pcall(function()
     while not finished() do
-      self:step()
+      self:turn()
+      -- what the turn started goes on the wire at once
+      rt.perform(self)
+      self:collect()
       if #self.ready == 0 and not finished() then
-        if not self.timers[1] and next(waiting) == nil then
+        local due = self:next_due()
+        if not due and next(waiting) == nil then
           error("imgedit: every coroutine waits for something that cannot happen (a join on itself?)", 0)
         end
-        rt.wait(scheduler.multi(), math.min(MAX_WAIT, self:next_timer() or MAX_WAIT))
+        rt.wait(self, math.min(MAX_WAIT, due or MAX_WAIT))
       end
     end
   end)
@@ -256,31 +302,53 @@ function scheduler.await(transfer)
     end
     return transfer:result()
   end
-  local m = scheduler.multi()
+  local loop = scheduler.loop()
   local rt = runtime.current()
   while true do
-    rt.perform(m)
+    rt.perform(loop)
     -- finished transfers of the loops' coroutines must still wake them
-    scheduler.harvest()
+    loop:collect()
     if transfer:done() then break end
-    rt.wait(m, MAX_WAIT)
+    rt.wait(loop, MAX_WAIT)
   end
   return transfer:result()
 end
 
---- Waits `seconds`.
-function scheduler.sleep(seconds)
+--- An alarm: `scheduler.sleep(seconds, alarm)` sleeps until the time is up
+-- or `alarm:ring()`, whichever comes first.
+local Alarm = {}
+Alarm.__index = Alarm
+
+function scheduler.alarm()
+  return setmetatable({}, Alarm)
+end
+
+--- Ends the sleep waiting on this alarm now (nothing when none waits).
+function Alarm:ring()
+  local timer = self.timer
+  if timer and timer.co then
+    local co = timer.co
+    timer.co, self.timer = nil, nil
+    wake(co)
+  end
+end
+
+--- Waits `seconds` (less when `alarm` rings meanwhile, inside a loop).
+function scheduler.sleep(seconds, alarm)
   if current() then
-    current().loop:push_timer(core.now() + math.max(0, seconds), coroutine.running())
+    local timer = current().loop:push_timer(core.now() + math.max(0, seconds), coroutine.running())
+    if alarm then alarm.timer = timer end
     coroutine.yield(WAIT)
+    timer.co = nil
+    if alarm and alarm.timer == timer then alarm.timer = nil end
     return
   end
-  local m = scheduler.multi()
+  local loop = scheduler.loop()
   local rt = runtime.current()
   local wake_at = core.now() + seconds
   local left = seconds
   while left > 0 do
-    rt.wait(m, left)
+    rt.wait(loop, left)
     left = wake_at - core.now()
   end
 end

@@ -140,6 +140,23 @@ local POLL_FIELDS = {
 }
 local check_timeout = POLL_FIELDS.timeout
 
+--- A wait's plan: its options checked once, and turned into a deadline.
+local Plan = {}
+
+--- The plan of a wait of `client`'s tasks with options `opts` (`timeout`,
+-- `poll`, `on_progress`): `{poll, started, deadline, on_progress}`, the
+-- timeout counting from now; or nil and an `invalid_request` error. An
+-- operation that submits and then waits makes its plan before submitting,
+-- so that its timeout covers both, and hands it to `wait`.
+function task.plan(client, opts)
+  local ok, problem = task.check_wait_options(opts)
+  if not ok then return nil, problem end
+  local poll = poll_options(client, opts.poll)
+  local started = scheduler.now()
+  return setmetatable({ poll = poll, started = started, deadline = started + (opts.timeout or poll.timeout),
+                        on_progress = opts.on_progress }, Plan)
+end
+
 --- Validates `wait` options; returns them or nil and an error.
 function task.check_wait_options(opts)
   local function invalid(message) return nil, errors.new("invalid_request", message) end
@@ -171,21 +188,22 @@ end
 -- the server: `err.task_id` resumes it with `client:task(id):wait()`).
 -- @tparam[opt] table opts `timeout` (seconds, default poll.timeout = 600),
 --   `on_progress` (function(task), on every change of status or progress),
---   `poll` (`{interval, max_interval}`), `deadline` (absolute, internal)
+--   `poll` (`{interval, max_interval, timeout}`); or a plan of `task.plan`
 function Task:wait(opts)
   params.check_self(self, Task, "task.wait", "imgedit task")
   if opts ~= nil and type(opts) ~= "table" then params.argerror(1, "wait", "table", opts) end
-  opts = opts or {}
-  local checked, problem = task.check_wait_options(opts)
-  if not checked then
-    problem.task_id = self.id
-    return nil, problem
-  end
   local client = client_of[self]
-  local poll = poll_options(client, opts.poll)
-  local started = scheduler.now()
-  local deadline = started + (opts.timeout or poll.timeout)
-  if opts.deadline and opts.deadline < deadline then deadline = opts.deadline end
+  local plan = getmetatable(opts) == Plan and opts
+  if not plan then
+    local problem
+    plan, problem = task.plan(client, opts or {})
+    if not plan then
+      problem.task_id = self.id
+      return nil, problem
+    end
+  end
+  opts = plan
+  local poll, started, deadline = plan.poll, plan.started, plan.deadline
   -- The task's birth, for the schedule: when its submission was answered
   -- (the monotonic clock, precise), else from its `created` stamp (whole
   -- seconds: good enough for a resumed task, which is usually old).

@@ -24,6 +24,8 @@ local progress = {}
 local REDRAW = 0.1
 --- Least time between two progress lines of one task in plain mode.
 local PLAIN_EVERY = 2
+--- How often the live display moves on its own (seconds).
+local TICK = 0.2
 --- Width of the bar, in characters.
 local BAR = 20
 
@@ -344,20 +346,25 @@ function Display:elapsed()
 end
 
 --- Runs `fn` in the scheduler, with a ticker that keeps the live display
--- moving on a terminal between task updates. Returns fn's first two results.
+-- moving on a terminal between task updates; the ticker's sleep is cut
+-- short when `fn` returns, so the command ends at once. Returns fn's first
+-- two results.
 function progress.run(display, fn)
+  local scheduler = require("imgedit.scheduler")
   return imgedit.run(function()
     local finished = false
+    local alarm = scheduler.alarm()
     if display.mode == "tty" then
       imgedit.spawn(function()
         while not finished do
           display:tick()
-          imgedit.sleep(0.2)
+          scheduler.sleep(TICK, alarm)
         end
       end)
     end
     local a, b = fn()
     finished = true
+    alarm:ring()
     return a, b
   end)
 end

@@ -295,8 +295,10 @@ local WAITING = { "edit", "generate", "enhance", "create_profile" }
 local function prepare(client, operation, input, operations)
   local request, err = params.request(foxapi, operation, input, client.config.strict_models, operations)
   if not request then return nil, err end
-  local ok, problem = task.check_wait_options(request.control)
-  if not ok then return nil, problem end
+  -- the wait's options, checked once and made a deadline before the submission
+  local plan, problem = task.plan(client, request.control)
+  if not plan then return nil, problem end
+  request.plan = plan
   if not request.validated or request.note then
     log.unvalidated({ provider = foxapi.name, operation = operation, model = request.model, note = request.note })
   end
@@ -323,14 +325,10 @@ end
 local function run(client, operation, input)
   local request, err = prepare(client, operation, input)
   if not request then return nil, err end
-  local control = request.control
-  local timeout = control.timeout or (control.poll and control.poll.timeout)
-    or (client.config.poll and client.config.poll.timeout) or task.POLL_DEFAULTS.timeout
-  local deadline = scheduler.now() + timeout
   local t
-  t, err = submit_body(client, request, deadline)
+  t, err = submit_body(client, request, request.plan.deadline)
   if not t then return nil, err end
-  return t:wait({ on_progress = control.on_progress, poll = control.poll, deadline = deadline, timeout = timeout })
+  return t:wait(request.plan)
 end
 
 foxapi.implementation = {}

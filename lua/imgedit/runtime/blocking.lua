@@ -5,6 +5,6 @@
 
 return {
   name = "blocking",
-  perform = function(multi) multi:perform() end,
-  wait = function(multi, seconds) multi:poll(seconds) end,
+  perform = function(loop) loop:multi():perform() end,
+  wait = function(loop, seconds) loop:multi():poll(seconds) end,
 }

@@ -1,18 +1,22 @@
 --- Runtimes: how imgedit waits in the host program.
 --
 -- A runtime is a table with
---   name               "blocking", "nvim", "ngx", ...
---   perform(multi)     lets curl progress without blocking
---   wait(multi, s)     waits at most `s` seconds for something to happen,
+--   name               "blocking", "nvim", "ngx", or a host's own
+--   perform(loop)      lets curl progress without blocking (loop:multi())
+--   wait(loop, s)      waits at most `s` seconds for something to happen,
 --                      letting the host run meanwhile where it has a loop
 --   context()          optional: a table private to the running context
 --                      (an nginx request) to keep that context's loop in
 --   detect()           optional: true when running inside that host
---   start(loop, multi) optional: the host's own event loop turns `loop`
+--   start(loop)        optional: the host's own event loop turns `loop`
 --                      from now on (imgedit.async); without it, coroutines
 --                      run when something waits on the loop (join, run)
--- `imgedit.runtime(name)` picks one; by default the first whose detect()
--- is true at first use (ngx, then nvim), else "blocking".
+-- `loop` is a scheduler loop, and its methods (turn, collect, has_ready,
+-- next_due, busy, on_ready, multi: see imgedit.scheduler) are all a
+-- runtime uses of imgedit. `imgedit.runtime(name)` picks one of the
+-- built-in runtimes, `imgedit.runtime(table)` a host's own (copas,
+-- cqueues, bare luv: one file outside the library); by default the first
+-- whose detect() is true at first use (ngx, then nvim), else "blocking".
 -- @module imgedit.runtime
 
 local runtime = {}
@@ -42,11 +46,33 @@ function runtime.current()
   return active
 end
 
---- Picks the runtime by name; returns its name, or nil and a message.
+--- Why `rt` is not a runtime table, or nil.
+local function problem_of(rt)
+  if type(rt.name) ~= "string" or rt.name == "" then return "a runtime table needs a name (a string)" end
+  for _, fn in ipairs({ "perform", "wait" }) do
+    if type(rt[fn]) ~= "function" then return ("runtime %s: %s must be a function(loop, ...)"):format(rt.name, fn) end
+  end
+  for _, fn in ipairs({ "context", "detect", "start" }) do
+    if rt[fn] ~= nil and type(rt[fn]) ~= "function" then
+      return ("runtime %s: %s must be a function or nil"):format(rt.name, fn)
+    end
+  end
+  return nil
+end
+
+--- Picks the runtime: a built-in one by name, or a runtime table. Returns
+-- its name, or nil and a message.
 function runtime.set(name)
+  if type(name) == "table" then
+    local problem = problem_of(name)
+    if problem then return nil, problem end
+    active = name
+    return name.name
+  end
   local chosen = load(name)
   if not chosen then
-    return nil, ("unknown runtime %q (known: %s)"):format(tostring(name), table.concat(runtime.NAMES, ", "))
+    return nil, ("unknown runtime %q (known: %s, or a runtime table)"):format(tostring(name),
+      table.concat(runtime.NAMES, ", "))
   end
   active = chosen
   return chosen.name

@@ -89,7 +89,8 @@ function M.context()
   return nil
 end
 
-function M.perform(multi)
+function M.perform(loop)
+  local multi = loop:multi()
   M.stats.performs = M.stats.performs + 1
   local now_running = multi:perform()
   if now_running ~= running then
@@ -103,7 +104,8 @@ local function blocking_wait(multi, seconds)
   multi:poll(seconds)
 end
 
-function M.wait(multi, seconds)
+function M.wait(loop, seconds)
+  local multi = loop:multi()
   M.stats.waits = M.stats.waits + 1
   seconds = math.max(0, seconds or 0)
   if not M.yieldable() then return blocking_wait(multi, seconds) end

@@ -27,9 +27,9 @@
 local nvim = { name = "nvim" }
 
 local uv           -- vim.uv or vim.loop, known once running in Neovim
-local scheduler    -- required lazily: the scheduler requires the runtimes
 
-local multi        -- the socket-driven multi handle
+local loop         -- the scheduler loop the editor turns (the one of this Lua state)
+local multi        -- its socket-driven multi handle
 local polls = {}   -- fd -> libuv poll handle, for the sockets curl watches
 local timer        -- the one libuv timer, while something needs it
 local scheduled = false -- a turn is queued with vim.schedule
@@ -58,17 +58,20 @@ end
 -- for.
 local function turn()
   scheduled = false
-  local loop = scheduler.loop()
-  if turning or loop.stepping or loop.driving then
+  if turning or loop:busy() then
     -- an event processed inside a step (a coroutine in vim.wait) or inside
     -- a blocking wait in the editor: whoever turns the loop now looks at
     -- the ready queue once it is done
     return
   end
   turning = true
-  local ok, problem = pcall(loop.step, loop)
+  local ok, problem = pcall(loop.turn, loop)
+  -- the turn may have started transfers: let curl see them now, and hand
+  -- over any that finished at once
+  if ok then ok, problem = pcall(serve_timeout) end
+  if ok then ok, problem = pcall(loop.collect, loop) end
   turning = false
-  if #loop.ready > 0 then nvim.kick() end
+  if loop:has_ready() then nvim.kick() end
   sync()
   if not ok then error(problem, 0) end
 end
@@ -85,10 +88,9 @@ end
 -- transfers to their coroutines (which queues a turn), queues one for due
 -- scheduler timers too, and re-arms.
 local function after_curl()
-  scheduler.harvest()
-  local loop = scheduler.loop()
-  local left = loop:next_timer()
-  if #loop.ready > 0 or (left and left <= EARLY) then nvim.kick() end
+  loop:collect()
+  local left = loop:next_due()
+  if loop:has_ready() or (left and left <= EARLY) then nvim.kick() end
   sync()
 end
 
@@ -144,14 +146,13 @@ function sync()
   -- curl's timer, and the scheduler's unless a turn is queued anyway (the
   -- turn wakes what is due, and syncs again)
   local wait = multi:timer()
-  local loop = scheduler.loop()
   if not scheduled then
-    local next_timer = loop:next_timer()
+    local next_timer = loop:next_due()
     if next_timer and (not wait or next_timer < wait) then wait = next_timer end
-    -- in the middle of a step of a blocking wait in the editor (m:perform
-    -- from Loop:step), coroutines may still be woken: look again once the
-    -- wait is over. (A turn ends with a sync of its own instead.)
-    if loop.stepping and not turning then wait = 0 end
+    -- in the middle of a turn of a blocking wait in the editor, coroutines
+    -- may still be woken: look again once the wait is over. (A turn of
+    -- ours ends with a sync of its own instead.)
+    if loop:busy() and not turning then wait = 0 end
   end
   if wait then
     if not timer then timer = uv.new_timer() end
@@ -166,14 +167,15 @@ function sync()
   end
 end
 
---- Makes `m` socket-driven and starts watching it (once).
-local function attach(m)
+--- Makes the loop's multi handle socket-driven and starts watching it (once).
+local function attach(l)
+  loop = l
+  local m = l:multi()
   if multi == m then return end
   if multi ~= nil then
     -- a new multi handle: let go of the old one's sockets
     for fd in pairs(polls) do close_poll(fd) end
   end
-  scheduler = scheduler or require("imgedit.scheduler")
   uv = vim.uv or vim.loop
   multi = m
   m:watch()
@@ -181,8 +183,8 @@ end
 
 --- Lets curl progress without blocking: serves its timer when due. Socket
 -- readiness is served by the poll handles as it happens.
-function nvim.perform(m)
-  attach(m)
+function nvim.perform(l)
+  attach(l)
   serve_timeout()
   sync()
 end
@@ -190,22 +192,22 @@ end
 --- A blocking wait, for waiting calls made outside any coroutine: sleeps in
 -- curl_multi_poll (the editor freezes), then serves every socket and the
 -- timer.
-function nvim.wait(m, seconds)
-  attach(m)
+function nvim.wait(l, seconds)
+  attach(l)
   sync()
-  m:poll(seconds)
+  multi:poll(seconds)
   local fds = {}
   for fd in pairs(polls) do fds[#fds + 1] = fd end
-  for _, fd in ipairs(fds) do m:socket_action(fd) end
+  for _, fd in ipairs(fds) do multi:socket_action(fd) end
   serve_timeout()
   sync()
 end
 
---- The editor's loop turns `loop` from now on (imgedit.async).
-function nvim.start(loop, m)
-  attach(m)
-  loop.on_ready = nvim.kick
-  if #loop.ready > 0 then nvim.kick() end
+--- The editor's loop turns `l` from now on (imgedit.async).
+function nvim.start(l)
+  attach(l)
+  l:on_ready(nvim.kick)
+  if l:has_ready() then nvim.kick() end
   sync()
 end
 
