@@ -37,7 +37,7 @@ HDR        := $(wildcard src/*.h)
 DEB_PACKAGES := $(sort $(foreach l,$(LUA) $(LUAS),$(call lua_pkg,$(l)) $(call lua_dev,$(l)))) \
                 libcurl4-openssl-dev pkg-config \
                 lua-cjson lua-socket lua-busted lua-check lua-argparse tmux \
-                openssl nginx libnginx-mod-http-lua neovim
+                openssl nginx libnginx-mod-http-lua neovim chromium
 
 SHELL      := /bin/bash
 

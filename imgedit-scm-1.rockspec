@@ -71,6 +71,7 @@ build = {
     ["imgedit.cli"] = "lua/imgedit/cli/init.lua",
     ["imgedit.cli.batch"] = "lua/imgedit/cli/batch.lua",
     ["imgedit.cli.commands"] = "lua/imgedit/cli/commands.lua",
+    ["imgedit.cli.gallery"] = "lua/imgedit/cli/gallery.lua",
     ["imgedit.cli.job"] = "lua/imgedit/cli/job.lua",
     ["imgedit.cli.journal"] = "lua/imgedit/cli/journal.lua",
     ["imgedit.cli.models"] = "lua/imgedit/cli/models.lua",

@@ -94,6 +94,12 @@ local function add_common(cmd)
       .. " the network unencrypted); loopback needs no flag."))
 end
 
+--- --gallery, for the single-job commands that save images.
+local function add_gallery(cmd)
+  return cmd:flag("--gallery", "Also add the job's card to DIR/index.html, the page of results a batch"
+    .. " writes (earlier cards are kept).")
+end
+
 --- -p/--provider among `names`, default `default` (or the first).
 local function add_provider(cmd, names, default)
   local described = {}
@@ -201,6 +207,7 @@ function cli.parser()
     for _, o in ipairs(add_request_options(cmd, op)) do request[#request + 1] = o end
     cmd:group("Request", unpack(request))
     add_common(cmd)
+    add_gallery(cmd)
   end
 
   local async = {}
@@ -241,7 +248,11 @@ others; a summary ends the run (exit status 1 if any job failed).
 Resuming: each task id is written to DIR/.imgedit-journal.jsonl as soon as it
 is submitted. Run the same command again after a crash or Ctrl-C: jobs whose
 outputs exist are skipped and journaled tasks are polled, not submitted (nor
-paid for) again. --retry-failed submits again the jobs whose task failed.]])
+paid for) again. --retry-failed submits again the jobs whose task failed.
+
+Gallery: DIR/index.html shows a card per job (prompt, parameters, status,
+sources, the saved images inline, a failure's error and what to do),
+rewritten as jobs finish; open it in a browser, refresh to follow the run.]])
   batch:argument("file", "The jobs file (JSON lines).")
   batch:option("-c --concurrency", "Jobs at once.", "4"):convert(number_arg("--concurrency", 1, 1000, true))
     :argname("<n>")
