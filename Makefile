@@ -117,10 +117,15 @@ catalog: all
 	$(LUA) tools/catalog.lua
 
 # The API reference (LDoc, from the doc comments) in build/doc; any warning
-# LDoc prints fails the target.
+# LDoc prints fails the target. LDoc runs under LDOC_LUA, not under the
+# interpreter lua-any picks from its script (5.2 where lua5.2 is installed):
+# Debian's lua-markdown exists for Lua 5.1 only, and without it LDoc falls
+# back to plain text.
+LDOC_LUA := lua5.1
 doc:
-	@sh .ci/deps.sh lua-ldoc lua-markdown
-	@ldoc . 2>&1 | tee build/ldoc.log | grep -v -e '^reading configuration' -e '^output written' \
+	@sh .ci/deps.sh $(LDOC_LUA) lua-ldoc lua-markdown
+	@mkdir -p build
+	@$(LDOC_LUA) "$$(command -v ldoc)" . 2>&1 | tee build/ldoc.log | grep -v -e '^reading configuration' -e '^output written' \
 	  && { echo "ldoc printed warnings"; exit 1; } || echo "API reference in build/doc/index.html"
 
 clean:
