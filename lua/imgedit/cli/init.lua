@@ -265,6 +265,20 @@ rewritten as jobs finish; open it in a browser, refresh to follow the run.]])
     :argname("<name>")
   list:flag("--json", "One JSON object per provider.")
 
+  local doctor = parser:command("doctor", "Check the set-up: interpreter, imgedit.core, libcurl and TLS, and"
+    .. " each provider's key and base URL.")
+    :epilog([[
+Exit status 0 when nothing is wrong, 1 otherwise; every problem is printed
+with its fix. A key is reported as set or not, never shown. --ping sends
+each provider that documents an unbilled request one authenticated request
+(foxapi: GET /v1/tasks/<made-up id>, answered 404 when the key is accepted),
+and none to a provider that documents none.]])
+  doctor:flag("--ping", "Ask each provider whether it accepts the key, with a request it does not bill.")
+  doctor:option("-p --provider", "Only this provider (its key is then required)."):choices(
+    require("imgedit.providers").names()):argname("<name>")
+  doctor:flag("--allow-http", "Accept a plain http:// base URL on another machine, as the other commands would.")
+  doctor:flag("--json", "The report as one JSON object.")
+
   local mock = parser:command("mock", "Run the local emulator of the APIs (loopback only), for offline"
     .. " development. 'imgedit mock --help' lists its options.")
     :handle_options(false)
@@ -347,6 +361,7 @@ local function dispatch(args)
     return mock.main(args.options, "imgedit mock")
   end
   if args.command == "models" then return require("imgedit.cli.models").command(args) end
+  if args.command == "doctor" then return require("imgedit.cli.doctor").run(args) end
   local ctx = context(args)
   local ok, err = make_dir(args.output)
   if not ok then return nil, err end
