@@ -110,7 +110,9 @@ rockspec:
 # check on: Debian's lua-cjson, lua-socket and lua-argparse do not register
 # with LuaRocks, so .ci/rocks-provided.sh declares them (rocks_provided, at
 # the versions dpkg reports) in a configuration with no rocks server, where a
-# dependency nothing provides fails the install. Then, run from outside the
+# dependency nothing provides fails the install. (luarocks make builds in the
+# checkout: its objects and ./imgedit/core.so, which Lua's default cpath
+# would find, are removed.) Then, run from outside the
 # checkout, the installed commands start and the installed module edits
 # through both providers on the installed emulator command.
 ROCK_LUAS ?= lua5.4 lua5.1
@@ -123,6 +125,7 @@ check-rock: deps
 	  v=$${l#lua}; tree=$(CURDIR)/build/rock-tree-$$l; rm -rf $$tree; \
 	  LUAROCKS_CONFIG=$(CURDIR)/build/rocks-provided.lua luarocks --lua-version $$v make --tree $$tree \
 	    imgedit-scm-1.rockspec >build/rock-$$l.log 2>&1 || { cat build/rock-$$l.log; exit 1; }; \
+	  rm -rf imgedit src/*.o; \
 	  ( cd /tmp && unset LUA_PATH LUA_CPATH && eval "$$(luarocks --lua-version $$v path --tree $$tree --bin)" \
 	    && [ "$$(command -v imgedit)" = "$$tree/bin/imgedit" ] \
 	    && imgedit --version && imgedit --help >/dev/null && imgedit-mock --help >/dev/null \
