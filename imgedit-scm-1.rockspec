@@ -56,6 +56,7 @@ build = {
     ["imgedit"] = "lua/imgedit/init.lua",
     ["imgedit.client"] = "lua/imgedit/client.lua",
     ["imgedit.doctor"] = "lua/imgedit/doctor.lua",
+    ["imgedit.health"] = "lua/imgedit/health.lua",
     ["imgedit.errors"] = "lua/imgedit/errors.lua",
     ["imgedit.file"] = "lua/imgedit/file.lua",
     ["imgedit.log"] = "lua/imgedit/log.lua",
