@@ -129,6 +129,7 @@ check-rock: deps
 	  ( cd /tmp && unset LUA_PATH LUA_CPATH && eval "$$(luarocks --lua-version $$v path --tree $$tree --bin)" \
 	    && [ "$$(command -v imgedit)" = "$$tree/bin/imgedit" ] \
 	    && imgedit --version && imgedit --help >/dev/null && imgedit-mock --help >/dev/null \
+	    && FOXAPI_API_KEY=sk-test POWERTOKENS_API_KEY=sk-test imgedit doctor >/dev/null \
 	    && ROCK_TREE=$$tree IMGEDIT_MOCK_LUA=$$l $$l $(CURDIR)/.ci/rock-smoke.lua ) || exit 1; \
 	done
 

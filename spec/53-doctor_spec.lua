@@ -139,6 +139,31 @@ describe("imgedit doctor", function()
     assert.matches("ok     base URL          " .. url .. " ($FOXAPI_BASE_URL)", r.out, 1, true)
   end)
 
+  it("reads core.curl_info() where the core has it: an unreadable CA bundle is an error, blocking DNS a warning",
+    function()
+    local saved = rawget(core, "curl_info")
+    core.curl_info = function()
+      return { version = "8.9.0", tls = { backend = "OpenSSL", version = "3.3.0" }, resolver = "blocking",
+               features = { http2 = false, async_dns = false }, ca_file = "/nonexistent/ca.pem" }
+    end
+    local ok, report = pcall(doctor.run, {})
+    core.curl_info = saved
+    assert(ok, report)
+    local function libcurl(id)
+      for _, it in ipairs(report.sections[2].items) do
+        if it.id == id then return it end
+      end
+    end
+    assert.same({ "error", "/nonexistent/ca.pem (libcurl's default) cannot be read" },
+      { libcurl("ca").status, libcurl("ca").value })
+    assert.matches("ca-certificates", libcurl("ca").fix, 1, true)
+    assert.same({ "warn", "no: a name lookup blocks the thread" }, { libcurl("async_dns").status,
+      libcurl("async_dns").value })
+    assert.same({ "warn", "no: HTTP/1.1 only" }, { libcurl("http2").status, libcurl("http2").value })
+    assert.equal("OpenSSL 3.3.0", libcurl("tls").value)
+    assert.is_false(report.ok)
+  end)
+
   it("derives libcurl's facts from the core: TLS backend, HTTP/2 and the version line agree", function()
     local info = doctor.curl_info()
     assert.matches("^libcurl/" .. info.version:gsub("%.", "%%.") .. " ", core.curl_version)
