@@ -7,6 +7,8 @@
 #   make lint       luacheck + the C code built with -Wall -Wextra -Werror
 #   make catalog    the README's model tables and meta.lua's types, from the catalogs
 #   make doc        the API reference (LDoc) in build/doc
+#   make check-rock luarocks lint, then install the rock into scratch trees
+#   make rockspec   the release rockspec, made from the scm one
 #   make clean
 
 LUA        ?= lua5.4
@@ -33,18 +35,23 @@ LDFLAGS_ALL = -shared $(shell pkg-config --libs libcurl) $(LDFLAGS) $(EXTRA_LDFL
 SRC        := $(wildcard src/*.c)
 HDR        := $(wildcard src/*.h)
 
+# The version is written once, in src/imgedit.h; the Lua layer reads it from
+# the core, the release rockspec is made from it (spec/70-packaging checks).
+VERSION    := $(shell sed -n 's/^\#define IMGEDIT_VERSION "\(.*\)"$$/\1/p' src/imgedit.h)
+RELEASE_ROCKSPEC := imgedit-$(VERSION)-1.rockspec
+
 # Debian packages the build and the specs need, installed only when missing.
 DEB_PACKAGES := $(sort $(foreach l,$(LUA) $(LUAS),$(call lua_pkg,$(l)) $(call lua_dev,$(l)))) \
                 libcurl4-openssl-dev pkg-config \
                 lua-cjson lua-socket lua-busted lua-check lua-argparse tmux \
-                openssl nginx libnginx-mod-http-lua neovim
+                openssl nginx libnginx-mod-http-lua neovim chromium
 
 SHELL      := /bin/bash
 
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-one demo lint check-rock doc clean bench catalog
+.PHONY: all deps test test-one demo lint check-rock doc clean bench catalog rockspec print-rockspec
 
 all: $(CORE_SO)
 
@@ -80,23 +87,49 @@ demo: deps
 
 lint: deps
 	luacheck $(wildcard lua spec examples bench tools bin/* .ci/*.lua)
-	@# the rockspec lists its files one by one: none may be forgotten
-	@for f in $(SRC) $$(find lua -name '*.lua'); do \
+	@# the rockspec lists its files one by one: none may be forgotten (but
+	@# meta.lua: type definitions for language servers, not a module to load)
+	@for f in $(SRC) $$(find lua -name '*.lua' ! -path lua/imgedit/meta.lua); do \
 	  grep -q "\"$$f\"" imgedit-scm-1.rockspec || { echo "imgedit-scm-1.rockspec does not list $$f"; exit 1; }; \
 	done
 	$(MAKE) --no-print-directory -B all BUILD=build/lint-$(LUA) EXTRA_CFLAGS=-Werror
 
-# The rockspec builds and installs into a scratch tree for each interpreter
-# of ROCK_LUAS, and the installed module, run from outside the checkout with
-# the installed emulator command, edits through both providers
-# (dependencies from Debian, hence --deps-mode=none).
+# The release rockspec: the scm one with the version of src/imgedit.h and
+# its tag. Committed beside the scm one; spec/70-packaging checks that it is
+# what this prints.
+print-rockspec:
+	@echo "-- Made by 'make rockspec' from imgedit-scm-1.rockspec: edit that one, then run it again."
+	@sed -e 's/^version = "scm-1"$$/version = "$(VERSION)-1"/' \
+	  -e 's|^  url = "git+file://\.",$$|&\n  tag = "v$(VERSION)",|' imgedit-scm-1.rockspec
+rockspec:
+	@$(MAKE) --no-print-directory -s print-rockspec > $(RELEASE_ROCKSPEC)
+	@echo "$(RELEASE_ROCKSPEC)"
+
+# Both rockspecs pass `luarocks lint`; the scm one builds and installs into a
+# scratch tree for each interpreter of ROCK_LUAS, with LuaRocks' dependency
+# check on: Debian's lua-cjson, lua-socket and lua-argparse do not register
+# with LuaRocks, so .ci/rocks-provided.sh declares them (rocks_provided, at
+# the versions dpkg reports) in a configuration with no rocks server, where a
+# dependency nothing provides fails the install. (luarocks make builds in the
+# checkout: its objects and ./imgedit/core.so, which Lua's default cpath
+# would find, are removed.) Then, run from outside the
+# checkout, the installed commands start and the installed module edits
+# through both providers on the installed emulator command.
 ROCK_LUAS ?= lua5.4 lua5.1
+ROCK_DEBS := lua-cjson=lua-cjson lua-socket=luasocket lua-argparse=argparse
 check-rock: deps
 	@sh .ci/deps.sh luarocks
+	@for r in imgedit-scm-1.rockspec $(RELEASE_ROCKSPEC); do luarocks lint $$r || { echo "luarocks lint $$r failed"; exit 1; }; done
+	@mkdir -p build && sh .ci/rocks-provided.sh $(ROCK_DEBS) > build/rocks-provided.lua
 	@for l in $(ROCK_LUAS); do \
 	  v=$${l#lua}; tree=$(CURDIR)/build/rock-tree-$$l; rm -rf $$tree; \
-	  luarocks --lua-version $$v make --deps-mode=none --tree $$tree imgedit-scm-1.rockspec >/dev/null || exit 1; \
+	  LUAROCKS_CONFIG=$(CURDIR)/build/rocks-provided.lua luarocks --lua-version $$v make --tree $$tree \
+	    imgedit-scm-1.rockspec >build/rock-$$l.log 2>&1 || { cat build/rock-$$l.log; exit 1; }; \
+	  rm -rf imgedit src/*.o; \
 	  ( cd /tmp && unset LUA_PATH LUA_CPATH && eval "$$(luarocks --lua-version $$v path --tree $$tree --bin)" \
+	    && [ "$$(command -v imgedit)" = "$$tree/bin/imgedit" ] \
+	    && imgedit --version && imgedit --help >/dev/null && imgedit-mock --help >/dev/null \
+	    && FOXAPI_API_KEY=sk-test POWERTOKENS_API_KEY=sk-test imgedit doctor >/dev/null \
 	    && ROCK_TREE=$$tree IMGEDIT_MOCK_LUA=$$l $$l $(CURDIR)/.ci/rock-smoke.lua ) || exit 1; \
 	done
 
@@ -117,10 +150,15 @@ catalog: all
 	$(LUA) tools/catalog.lua
 
 # The API reference (LDoc, from the doc comments) in build/doc; any warning
-# LDoc prints fails the target.
+# LDoc prints fails the target. LDoc runs under LDOC_LUA, not under the
+# interpreter lua-any picks from its script (5.2 where lua5.2 is installed):
+# Debian's lua-markdown exists for Lua 5.1 only, and without it LDoc falls
+# back to plain text.
+LDOC_LUA := lua5.1
 doc:
-	@sh .ci/deps.sh lua-ldoc lua-markdown
-	@ldoc . 2>&1 | tee build/ldoc.log | grep -v -e '^reading configuration' -e '^output written' \
+	@sh .ci/deps.sh $(LDOC_LUA) lua-ldoc lua-markdown
+	@mkdir -p build
+	@$(LDOC_LUA) "$$(command -v ldoc)" . 2>&1 | tee build/ldoc.log | grep -v -e '^reading configuration' -e '^output written' \
 	  && { echo "ldoc printed warnings"; exit 1; } || echo "API reference in build/doc/index.html"
 
 clean:

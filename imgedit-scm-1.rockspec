@@ -1,6 +1,12 @@
 -- imgedit from its checkout: `luarocks make` builds the C core and installs
--- the Lua modules. With lua-cjson and luasocket from Debian (not registered
--- with LuaRocks), add `--deps-mode=none`.
+-- the Lua modules and the `imgedit` and `imgedit-mock` commands.
+--
+-- Debian's Lua packages (lua-cjson, lua-socket, lua-argparse) do not register
+-- with LuaRocks: declare them in the LuaRocks configuration (`make
+-- check-rock` shows how: rocks_provided), or add `--deps-mode=none`.
+--
+-- The release rockspec (imgedit-<version>-1.rockspec) is made from this one
+-- by `make rockspec`; the version itself is written once, in src/imgedit.h.
 rockspec_format = "3.0"
 package = "imgedit"
 version = "scm-1"
@@ -20,10 +26,15 @@ description = {
   license = "MIT",
 }
 
+-- Which part needs what: the library needs lua-cjson alone. The `imgedit`
+-- command also needs argparse; the emulator (`imgedit-mock`, `imgedit mock`)
+-- needs luasocket, and nothing else does. LuaRocks has no optional
+-- dependencies, so a rock that installs both commands declares both.
 dependencies = {
   "lua >= 5.1, < 5.5",
-  "lua-cjson >= 2.1",
-  "argparse >= 0.6", -- the imgedit command only (Debian: lua-argparse)
+  "lua-cjson >= 2.1",  -- the library (Debian: lua-cjson)
+  "argparse >= 0.6",   -- the imgedit command only (Debian: lua-argparse)
+  "luasocket >= 3.0",  -- the emulator only: imgedit-mock, imgedit mock (Debian: lua-socket)
 }
 
 -- Only the library is looked up: Debian keeps curl/curl.h in a multiarch
@@ -44,13 +55,14 @@ build = {
     },
     ["imgedit"] = "lua/imgedit/init.lua",
     ["imgedit.client"] = "lua/imgedit/client.lua",
+    ["imgedit.doctor"] = "lua/imgedit/doctor.lua",
+    ["imgedit.health"] = "lua/imgedit/health.lua",
     ["imgedit.errors"] = "lua/imgedit/errors.lua",
     ["imgedit.file"] = "lua/imgedit/file.lua",
     ["imgedit.log"] = "lua/imgedit/log.lua",
     ["imgedit.params"] = "lua/imgedit/params.lua",
     ["imgedit.result"] = "lua/imgedit/result.lua",
     ["imgedit.heap"] = "lua/imgedit/heap.lua",
-    ["imgedit.meta"] = "lua/imgedit/meta.lua",
     ["imgedit.scheduler"] = "lua/imgedit/scheduler.lua",
     ["imgedit.runtime"] = "lua/imgedit/runtime/init.lua",
     ["imgedit.runtime.blocking"] = "lua/imgedit/runtime/blocking.lua",
@@ -71,6 +83,8 @@ build = {
     ["imgedit.cli"] = "lua/imgedit/cli/init.lua",
     ["imgedit.cli.batch"] = "lua/imgedit/cli/batch.lua",
     ["imgedit.cli.commands"] = "lua/imgedit/cli/commands.lua",
+    ["imgedit.cli.doctor"] = "lua/imgedit/cli/doctor.lua",
+    ["imgedit.cli.gallery"] = "lua/imgedit/cli/gallery.lua",
     ["imgedit.cli.job"] = "lua/imgedit/cli/job.lua",
     ["imgedit.cli.journal"] = "lua/imgedit/cli/journal.lua",
     ["imgedit.cli.models"] = "lua/imgedit/cli/models.lua",

@@ -275,7 +275,9 @@ describe("Neovim", function()
     helpers.write(dir .. "/cat.png", helpers.png("cat"))
     os.remove(dir .. "/portrait-edited.png")
     local r = nvim([[
-      package.path = root .. "/examples/nvim/lua/?.lua;" .. package.path
+      -- installed as a plugin manager would: on 'runtimepath', its plugin/ sourced
+      vim.opt.runtimepath:append(root .. "/examples/nvim")
+      vim.cmd("runtime! plugin/imgedit.lua")
       local plugin = require("imgedit_nvim")
       plugin.setup({
         foxapi = { api_key = "sk-test", base_url = os.getenv("IMGEDIT_FOX"), poll = { interval = 0.05 } },
@@ -308,6 +310,57 @@ describe("Neovim", function()
     assert.matches("imgedit: saved portrait-edited.png", messages, 1, true)
     assert.equal(PNG_SIGNATURE, helpers.read(dir .. "/cat-edited.png"):sub(1, 8))
     assert.equal(PNG_SIGNATURE, helpers.read(dir .. "/portrait-edited.png"):sub(1, 8))
+  end)
+
+  --- The lines of the :checkhealth imgedit buffer, run after `setup` (Lua),
+  --- with the example plugin installed.
+  local function checkhealth(setup)
+    return nvim([[
+      vim.opt.runtimepath:append(root .. "/examples/nvim")
+      vim.cmd("runtime! plugin/imgedit.lua")
+    ]] .. setup .. [[
+      vim.cmd("checkhealth imgedit")
+      report.lines = vim.api.nvim_buf_get_lines(0, 0, -1, false)
+      finish()
+    ]]).lines
+  end
+
+  it(":checkhealth imgedit reports the doctor's checks, and with ping one unbilled request", function()
+    local lines = checkhealth([[
+      vim.env.FOXAPI_API_KEY, vim.env.FOXAPI_BASE_URL = "sk-test", os.getenv("IMGEDIT_FOX")
+      vim.env.POWERTOKENS_API_KEY, vim.env.POWERTOKENS_BASE_URL = nil, os.getenv("IMGEDIT_PT")
+      vim.g.imgedit_health_ping = 1
+    ]])
+    local text = table.concat(lines, "\n")
+    assert.is_nil(text:find("No healthcheck found", 1, true), text)
+    for _, expected in ipairs({
+      "## imgedit " .. imgedit._VERSION, "- OK: runtime: nvim", "- OK: imgedit.core: " .. core.version .. " from "
+        .. root .. "/build/luajit/imgedit/core.so", "## libcurl", "- OK: TLS: ", "## foxapi: ",
+      "- OK: API key: set ($FOXAPI_API_KEY)", "- OK: base URL: " .. m.foxapi .. " ($FOXAPI_BASE_URL)",
+      "- OK: key check: accepted: GET /v1/tasks/imgedit-doctor-ping answered HTTP 404",
+      "## powertokens: ", "- WARNING: API key: not set", "set POWERTOKENS_API_KEY to your powertokens key",
+      "- INFO: key check: cannot be checked without a billed request",
+    }) do
+      assert.matches(expected, text, 1, true)
+    end
+    local requests = helpers.api_requests(m)
+    assert.equal(1, #requests)
+    assert.same({ "GET", "/foxapi/v1/tasks/imgedit-doctor-ping" }, { requests[1].method, requests[1].path })
+  end)
+
+  it(":checkhealth imgedit checks the keys given to the plugin's setup: a rejected one is an ERROR, never shown",
+    function()
+    local lines = checkhealth([[
+      vim.env.FOXAPI_API_KEY, vim.env.POWERTOKENS_API_KEY = nil, nil
+      require("imgedit_nvim").setup({ foxapi = { api_key = "sk-wrong-777", base_url = os.getenv("IMGEDIT_FOX") } })
+      vim.g.imgedit_health_ping = 1
+    ]])
+    local text = table.concat(lines, "\n")
+    assert.matches("- OK: API key: set (given)", text, 1, true)
+    assert.matches("- ERROR: key check: rejected: GET /v1/tasks/imgedit-doctor-ping answered HTTP 401", text, 1, true)
+    assert.matches("set FOXAPI_API_KEY to a valid key (or pass api_key in the plugin's setup)", text, 1, true)
+    assert.is_nil(text:find("sk-wrong-777", 1, true), "the key was shown")
+    assert.equal(0, #m:requests({ method = "POST" }))
   end)
 end)
 

@@ -189,7 +189,7 @@ function client.new(provider, opts)
   return self
 end
 
---- The operations of every provider, in registry order: each client has a
+-- The operations of every provider, in registry order: each client has a
 -- method for each, and one its provider lacks says so.
 local OPERATIONS, offered_by = {}, {}
 for _, name in ipairs(providers.names()) do

@@ -9,10 +9,14 @@
 -- Resuming: a job is skipped when its outputs exist, and a job of an
 -- asynchronous provider whose task id is in the journal (`imgedit.cli.journal`) is polled, not submitted
 -- again. So a batch killed mid-way and started again pays for nothing twice.
+--
+-- The run keeps the gallery of the output directory (`imgedit.cli.gallery`)
+-- up to date: a card per job, rewritten as each job starts and ends.
 -- @module imgedit.cli.batch
 
 local cjson = require("cjson")
 local imgedit = require("imgedit")
+local gallery = require("imgedit.cli.gallery")
 local job = require("imgedit.cli.job")
 local journal = require("imgedit.cli.journal")
 local output = require("imgedit.cli.output")
@@ -175,6 +179,7 @@ function batch.run(opts)
     display:log(("the journal %s has %d unreadable line(s) (a crash mid-write?); they are ignored")
       :format(book.path, book.skipped_lines))
   end
+  local album = gallery.for_run(dir, function(message) display:log(message) end)
 
   -- Decide, for each job: skip, resume or submit.
   local todo, outcomes = {}, {}
@@ -187,6 +192,7 @@ function batch.run(opts)
       skipped = skipped + 1
       outcomes[i] = { ok = true, skipped = true, files = output.array(files) }
       display:finish(j.key, "skipped", "outputs exist")
+      album:kept(j, files)
       if opts.json then
         output.json_line({ job = j.key, line = j.line, ok = true, skipped = true, provider = j.provider,
                            op = j.op, files = output.array(files) })
@@ -205,8 +211,10 @@ function batch.run(opts)
         end
       end
       todo[#todo + 1] = i
+      album:put(j, "queued")
     end
   end
+  album:write()
 
   if resumed > 0 then
     display:log(("resuming %d task%s found in %s (not submitted again)")
@@ -225,6 +233,8 @@ function batch.run(opts)
   }
 
   local function run_one(j)
+    local started = display.now()
+    album:started(j)
     local result, run_err = job.run(j, ctx)
     if not result and j.resume and opts.retry_failed and type(run_err) == "table" and DEAD[run_err.kind] then
       display:log(("%s: resumed task %s: %s; submitting it again (--retry-failed)")
@@ -240,6 +250,7 @@ function batch.run(opts)
         type(run_err) == "table" and run_err.kind or "internal"))
       display:finish(j.key, "failed", output.error_text(run_err))
     end
+    album:finished(j, result or { error = run_err, hint = advice(j, run_err) }, display.now() - started)
     if opts.json then
       local line = { job = j.key, line = j.line, ok = result ~= nil, provider = j.provider, op = j.op }
       if result then
@@ -268,6 +279,7 @@ function batch.run(opts)
   end)
   display:close()
   book:close()
+  album:write()
 
   for n, i in ipairs(todo) do
     local r = results[n]
@@ -290,6 +302,7 @@ function batch.run(opts)
     output.json_line({ summary = {
       file = opts.file, jobs = #jobs, completed = completed, resumed = resumed_done, skipped = skipped,
       failed = failed, seconds = math.floor(elapsed * 1000 + 0.5) / 1000, journal = book.path,
+      gallery = album.page,
     } })
   else
     local lines = {}
@@ -305,6 +318,7 @@ function batch.run(opts)
       end
     end
     if failed > 0 then lines[#lines + 1] = "journal: " .. book.path end
+    if album.page then lines[#lines + 1] = "gallery: " .. album.page end
     io.stdout:write(table.concat(lines, "\n"), "\n")
     io.stdout:flush()
   end

@@ -172,9 +172,17 @@ local function succeed(args, j, result, display)
   return 0
 end
 
+--- With --gallery: adds the job's card to the output directory's gallery.
+local function add_to_gallery(args, j, result, err, seconds)
+  local outcome = result or { error = err, hint = resume_hint(err, args.output) }
+  local page, problem = require("imgedit.cli.gallery").single(args.output, j, outcome, seconds)
+  io.stderr:write("imgedit: ", page and ("gallery: " .. page) or problem, "\n")
+end
+
 --- Runs one job (built) with a display; returns the exit status.
 local function run_job(args, ctx, j)
   local display = progress.new({ mode = ctx.progress_mode })
+  local started = display.now()
   ctx.display = display
   display:add(j.key)
   local submitted
@@ -188,6 +196,7 @@ local function run_job(args, ctx, j)
     end
     error(result, 0)
   end
+  if args.gallery then add_to_gallery(args, j, result, err, display.now() - started) end
   if not result then
     display:finish(j.key, "failed")
     return fail(args, err, display)

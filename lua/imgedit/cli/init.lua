@@ -94,6 +94,12 @@ local function add_common(cmd)
       .. " the network unencrypted); loopback needs no flag."))
 end
 
+--- --gallery, for the single-job commands that save images.
+local function add_gallery(cmd)
+  return cmd:flag("--gallery", "Also add the job's card to DIR/index.html, the page of results a batch"
+    .. " writes (earlier cards are kept).")
+end
+
 --- -p/--provider among `names`, default `default` (or the first).
 local function add_provider(cmd, names, default)
   local described = {}
@@ -201,6 +207,7 @@ function cli.parser()
     for _, o in ipairs(add_request_options(cmd, op)) do request[#request + 1] = o end
     cmd:group("Request", unpack(request))
     add_common(cmd)
+    add_gallery(cmd)
   end
 
   local async = {}
@@ -241,7 +248,11 @@ others; a summary ends the run (exit status 1 if any job failed).
 Resuming: each task id is written to DIR/.imgedit-journal.jsonl as soon as it
 is submitted. Run the same command again after a crash or Ctrl-C: jobs whose
 outputs exist are skipped and journaled tasks are polled, not submitted (nor
-paid for) again. --retry-failed submits again the jobs whose task failed.]])
+paid for) again. --retry-failed submits again the jobs whose task failed.
+
+Gallery: DIR/index.html shows a card per job (prompt, parameters, status,
+sources, the saved images inline, a failure's error and what to do),
+rewritten as jobs finish; open it in a browser, refresh to follow the run.]])
   batch:argument("file", "The jobs file (JSON lines).")
   batch:option("-c --concurrency", "Jobs at once.", "4"):convert(number_arg("--concurrency", 1, 1000, true))
     :argname("<n>")
@@ -253,6 +264,20 @@ paid for) again. --retry-failed submits again the jobs whose task failed.]])
   list:option("-p --provider", "Only this provider's models."):choices(require("imgedit.providers").names())
     :argname("<name>")
   list:flag("--json", "One JSON object per provider.")
+
+  local doctor = parser:command("doctor", "Check the set-up: interpreter, imgedit.core, libcurl and TLS, and"
+    .. " each provider's key and base URL.")
+    :epilog([[
+Exit status 0 when nothing is wrong, 1 otherwise; every problem is printed
+with its fix. A key is reported as set or not, never shown. --ping sends
+each provider that documents an unbilled request one authenticated request
+(foxapi: GET /v1/tasks/<made-up id>, answered 404 when the key is accepted),
+and none to a provider that documents none.]])
+  doctor:flag("--ping", "Ask each provider whether it accepts the key, with a request it does not bill.")
+  doctor:option("-p --provider", "Only this provider (its key is then required)."):choices(
+    require("imgedit.providers").names()):argname("<name>")
+  doctor:flag("--allow-http", "Accept a plain http:// base URL on another machine, as the other commands would.")
+  doctor:flag("--json", "The report as one JSON object.")
 
   local mock = parser:command("mock", "Run the local emulator of the APIs (loopback only), for offline"
     .. " development. 'imgedit mock --help' lists its options.")
@@ -336,6 +361,7 @@ local function dispatch(args)
     return mock.main(args.options, "imgedit mock")
   end
   if args.command == "models" then return require("imgedit.cli.models").command(args) end
+  if args.command == "doctor" then return require("imgedit.cli.doctor").run(args) end
   local ctx = context(args)
   local ok, err = make_dir(args.output)
   if not ok then return nil, err end
