@@ -23,6 +23,12 @@ local cjson = require("cjson.safe")
 local core = require("imgedit.core")
 local file = require("imgedit.file")
 local output = require("imgedit.cli.output")
+local providers = require("imgedit.providers")
+
+local function default_model(provider, op)
+  local d = type(provider) == "string" and providers.get(provider)
+  return d and d.defaults[op] or nil
+end
 
 local gallery = {}
 
@@ -247,7 +253,9 @@ function Album:put(j, status)
   local id = j.key
   local sources, shown = self:split_params(id, j.params or {})
   local card = {
-    id = id, provider = j.provider, op = j.op, model = (j.params or {}).model,
+    id = id, provider = j.provider, op = j.op,
+    -- the model named, else the one the operation uses by default
+    model = (j.params or {}).model or default_model(j.provider, j.op),
     prompt = type((j.params or {}).prompt) == "string" and j.params.prompt or nil,
     params = shown, sources = sources, status = status, line = j.line, spec = j.spec,
     task_id = j.resume, updated = os.time(),
