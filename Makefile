@@ -232,7 +232,7 @@ check-valgrind: deps
 	  $(call busted_summary,check-valgrind,$(BUILD)/busted-valgrind.log); exit $$status
 
 FUZZ_BUILD   := build/fuzz
-FUZZ_TARGETS ?= base64 response json extract
+FUZZ_TARGETS ?= base64 response extract headers
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -Werror
