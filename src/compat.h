@@ -55,6 +55,13 @@ static inline long compat_expect_threshold(void)
 #define COMPAT_HAVE_CA_INFO 0
 #endif
 
+/*
+ * CURLE_TOO_LARGE (8.6.0): what newer libcurls return where older ones say
+ * CURLE_OUT_OF_MEMORY when one of their own size limits is hit. Compared
+ * by value: the library loaded may be newer than the headers.
+ */
+#define COMPAT_CURLE_TOO_LARGE 100
+
 /* Feature bits of curl_version_info newer than the minimum (0 when unknown). */
 #ifdef CURL_VERSION_THREADSAFE
 #define COMPAT_VERSION_THREADSAFE CURL_VERSION_THREADSAFE

@@ -450,8 +450,8 @@ static void push_error(lua_State *L, Transfer *t)
 		advice = "free memory, or lower max_in_flight or max_buffered_bytes";
 	} else if (r->stop == STOP_IO) {
 		kind = "io"; /* the message, naming the path, is set below */
-	} else if (t->code == CURLE_OUT_OF_MEMORY) {
-		/* libcurl caps what it buffers and says "Out of memory" when a cap is hit */
+	} else if (t->code == CURLE_OUT_OF_MEMORY || (int)t->code == COMPAT_CURLE_TOO_LARGE) {
+		/* libcurl caps what it buffers and says "Out of memory" (or, since 8.6, "too large") when a cap is hit */
 		kind = "too_large";
 		if (!sent) {
 			snprintf(message, sizeof message, "libcurl could not build the request: its header lines"
