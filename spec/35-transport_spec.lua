@@ -191,7 +191,8 @@ describe("transport", function()
     end)
 
     it("a ca_file that does not exist, naming it", function()
-      refused({ ca_file = "/nonexistent-dir/ca.pem" }, "ca_file /nonexistent-dir/ca.pem cannot be read")
+      refused({ ca_file = "/nonexistent-dir/ca.pem" }, "ca_file /nonexistent-dir/ca.pem cannot be read",
+        "option ca_file: cannot read /nonexistent-dir/ca.pem")
     end)
   end)
 
