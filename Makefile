@@ -138,7 +138,7 @@ check-rock: deps
 BENCH_BUILD := build/bench
 BENCH_CFLAGS = -O2 -Wall -Wextra -std=c99
 bench: deps all
-	@sh .ci/deps.sh curl
+	@sh .ci/deps.sh curl valgrind
 	@mkdir -p $(BENCH_BUILD)
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/baseline bench/baseline.c $(shell pkg-config --cflags --libs libcurl)
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/fastserver bench/fastserver.c
@@ -232,7 +232,7 @@ check-valgrind: deps
 	  $(call busted_summary,check-valgrind,$(BUILD)/busted-valgrind.log); exit $$status
 
 FUZZ_BUILD   := build/fuzz
-FUZZ_TARGETS ?= base64 response json extract
+FUZZ_TARGETS ?= base64 response extract headers
 FUZZ_SECONDS ?= 60
 FUZZ_FLAGS   := -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
                 -fno-omit-frame-pointer -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -Werror

@@ -47,7 +47,8 @@ build = {
   type = "builtin",
   modules = {
     ["imgedit.core"] = {
-      sources = { "src/core.c", "src/multi.c", "src/transfer.c", "src/response.c", "src/blob.c", "src/codec.c" },
+      sources = { "src/core.c", "src/fields.c", "src/multi.c", "src/session.c", "src/transfer.c", "src/response.c",
+                  "src/extract.c", "src/buffer.c", "src/blob.c", "src/codec.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
@@ -59,6 +60,7 @@ build = {
     ["imgedit.health"] = "lua/imgedit/health.lua",
     ["imgedit.errors"] = "lua/imgedit/errors.lua",
     ["imgedit.file"] = "lua/imgedit/file.lua",
+    ["imgedit.json"] = "lua/imgedit/json.lua",
     ["imgedit.log"] = "lua/imgedit/log.lua",
     ["imgedit.params"] = "lua/imgedit/params.lua",
     ["imgedit.result"] = "lua/imgedit/result.lua",

@@ -11,7 +11,9 @@
  *            (decimal, may be huge or negative; empty: none)
  *   B<text>  a body chunk: <text> (a line without its '\n')
  *   M<n>     max_response_bytes = n (decimal; empty: no limit), at the start
- *   O / N    an output file is set / a HEAD request (no body), at the start
+ *   P<n>     max_buffered_bytes = n, with <n2> after a ',' held by other
+ *            responses of the pool (decimal; empty: no budget), at the start
+ *   O        an output file is set, at the start
  *   X        extract "b64_json" values (req.extract), at the start
  *   R        build the result, as t:result() does once the transfer is
  *            over: headers, blobs and body pushed to Lua, checked; the
@@ -21,7 +23,9 @@
  * Once a callback refuses data, libcurl stops the transfer: so does this.
  *
  * A model tracks what the body and the byte count must be, and the header
- * buffer's "name\0value\0" layout is checked after every operation. With
+ * buffer's "name\0value\0" layout is checked after every operation, and
+ * the pool's count: the other responses' bytes plus this one's, never
+ * past the budget, and back to the others' alone once the body is freed. With
  * X, the model holds the bytes received, and what the response kept (body,
  * blobs, scanner state) must equal what a fresh extracting Response keeps
  * from those bytes in one chunk (fuzz/extract.c checks that reference
@@ -143,16 +147,16 @@ static void check_extracted(const Response *r, const Model *m)
 
 	fail_countdown = -1; /* the reference's own allocations do not fail */
 	response_init(&ref);
-	ref.extract = 1;
+	extract_set_key(&ref.x, "b64_json", 8);
 	if (m->len > 0)
 		FUZZ_CHECK(response_body(&ref, (const char *)m->body, m->len) == RESPONSE_BODY_BUFFERED);
 	FUZZ_CHECK(r->body.len == ref.body.len);
 	FUZZ_CHECK(r->body.len == 0 || memcmp(r->body.data, ref.body.data, r->body.len) == 0);
-	FUZZ_CHECK(r->scan.state == ref.scan.state && r->scan.escape == ref.scan.escape);
-	FUZZ_CHECK(r->scan.keyok == ref.scan.keyok && r->scan.keylen == ref.scan.keylen);
-	FUZZ_CHECK(r->nblobs == ref.nblobs);
-	for (i = 0; i < r->nblobs; i++) {
-		const ResponseBlob *a = &r->blobs[i], *b = &ref.blobs[i];
+	FUZZ_CHECK(r->x.scan.state == ref.x.scan.state && r->x.scan.escape == ref.x.scan.escape);
+	FUZZ_CHECK(r->x.scan.keyok == ref.x.scan.keyok && r->x.scan.keylen == ref.x.scan.keylen);
+	FUZZ_CHECK(r->x.nblobs == ref.x.nblobs);
+	for (i = 0; i < r->x.nblobs; i++) {
+		const ExtractBlob *a = &r->x.blobs[i], *b = &ref.x.blobs[i];
 
 		FUZZ_CHECK(a->invalid == b->invalid && strcmp(a->error, b->error) == 0);
 		FUZZ_CHECK(a->offset == b->offset && a->digits == b->digits && a->pads == b->pads);
@@ -163,14 +167,22 @@ static void check_extracted(const Response *r, const Model *m)
 	fail_countdown = countdown;
 }
 
+/* The other responses' bytes in the pool (P). */
+static size_t others;
+
 static void check_state(const Response *r, const Model *m)
 {
 	check_headers(&r->headers);
 	FUZZ_CHECK(r->body.len <= r->body.cap);
 	FUZZ_CHECK(r->received == m->received);
 	FUZZ_CHECK(r->max_bytes < 0 || r->received <= r->max_bytes);
-	FUZZ_CHECK(r->nblobs <= r->blobs_cap && r->nblobs <= RESPONSE_MAX_BLOBS);
-	if (r->extract && !response_to_file(r)) {
+	FUZZ_CHECK(r->x.nblobs <= r->x.blobs_cap && r->x.nblobs <= EXTRACT_MAX_BLOBS);
+	if (r->pool != NULL) {
+		FUZZ_CHECK(*r->pool == others + r->pooled);
+		FUZZ_CHECK(r->pooled <= (size_t)r->received);
+		FUZZ_CHECK(r->pool_limit < 0 || r->pooled == 0 || *r->pool <= (size_t)r->pool_limit);
+	}
+	if (r->x.keylen > 0 && !response_to_file(r)) {
 		if (r->stop != STOP_NO_MEMORY)
 			check_extracted(r, m);
 		return;
@@ -182,10 +194,10 @@ static void check_state(const Response *r, const Model *m)
 /* What t:result() does with the response: every header a string pair. */
 static void check_result(Response *r)
 {
-	size_t len, kept = r->body.len, i, n = r->nblobs;
+	size_t len, kept = r->body.len, i, n = r->x.nblobs;
 
 	lua_createtable(L, 0, 4);
-	response_push_headers(L, r);
+	headers_push(L, r->headers.data, r->headers.len);
 	lua_pushnil(L);
 	while (lua_next(L, -2) != 0) {
 		FUZZ_CHECK(lua_type(L, -2) == LUA_TSTRING && lua_type(L, -1) == LUA_TSTRING);
@@ -194,9 +206,8 @@ static void check_result(Response *r)
 	}
 	lua_setfield(L, -2, "headers");
 	if (!response_to_file(r)) {
-		if (r->extract) {
-			response_push_blobs(L, r);
-			lua_getfield(L, -1, "blobs");
+		if (r->x.keylen > 0) {
+			extract_push_blobs(L, &r->x);
 			FUZZ_CHECK(compat_rawlen(L, -1) == n);
 			for (i = 1; i <= n; i++) {
 				lua_rawgeti(L, -1, (int)i);
@@ -204,13 +215,13 @@ static void check_result(Response *r)
 				lua_pop(L, 1);
 			}
 			for (i = 0; i < n; i++)
-				FUZZ_CHECK(r->blobs[i].data.data == NULL); /* handed over */
+				FUZZ_CHECK(r->x.blobs[i].data.data == NULL); /* handed over */
 			lua_pop(L, 1);
 		}
-		response_push_body(L, r, 0, 0);
-		lua_getfield(L, -1, "body");
+		response_push_body(L, r);
 		FUZZ_CHECK(lua_tolstring(L, -1, &len) != NULL && len == kept);
 		FUZZ_CHECK(r->body.data == NULL); /* freed once it is a Lua string */
+		FUZZ_CHECK(r->pool == NULL || *r->pool == others); /* and given back */
 		lua_pop(L, 1);
 	}
 	lua_settop(L, TOP);
@@ -223,8 +234,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	Response r;
 	Model m = {NULL, 0, 0, 0};
 	int started = 0, stopped = 0, resulted = 0;
+	size_t pool = 0;
+	const char *comma;
 
 	fail_countdown = -1;
+	others = 0;
 	response_init(&r);
 	while (p < end && !stopped) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
@@ -237,17 +251,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			if (!started)
 				r.max_bytes = number(arg, arg_len);
 			break;
+		case 'P':
+			if (!started && r.pool == NULL) {
+				comma = memchr(arg, ',', arg_len);
+				r.pool_limit = number(arg, comma != NULL ? (size_t)(comma - arg) : arg_len);
+				if (comma != NULL && number(comma + 1, arg_len - (size_t)(comma + 1 - arg)) > 0)
+					others = (size_t)number(comma + 1, arg_len - (size_t)(comma + 1 - arg));
+				pool = others;
+				r.pool = &pool;
+			}
+			break;
 		case 'O':
 			if (!started)
 				r.has_output = 1;
 			break;
-		case 'N':
-			if (!started)
-				r.nobody = 1;
-			break;
 		case 'X':
 			if (!started)
-				r.extract = 1;
+				extract_set_key(&r.x, "b64_json", 8);
 			break;
 		case 'H':
 			started = 1;
@@ -287,9 +307,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 				m.received += (curl_off_t)arg_len;
 				break;
 			default:
-				FUZZ_CHECK(r.stop == STOP_TOO_LARGE || r.stop == STOP_NO_MEMORY);
+				FUZZ_CHECK(r.stop == STOP_TOO_LARGE || r.stop == STOP_BUDGET || r.stop == STOP_NO_MEMORY);
 				if (r.stop == STOP_TOO_LARGE)
 					FUZZ_CHECK(r.max_bytes >= 0 && m.received + (curl_off_t)arg_len > r.max_bytes);
+				else if (r.stop == STOP_BUDGET)
+					FUZZ_CHECK(r.pool_limit >= 0 && (curl_off_t)(pool + arg_len) > r.pool_limit);
 				else
 					m.received += (curl_off_t)arg_len; /* received, not kept */
 				stopped = 1;
@@ -314,6 +336,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!resulted)
 		check_result(&r);
 	response_free(&r);
+	FUZZ_CHECK(pool == others);
 	free(m.body);
 	return 0;
 }

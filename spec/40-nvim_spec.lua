@@ -384,6 +384,8 @@ end)
 
 describe("socket-driven multi handle", function()
   local m, multi
+  local session = core.session({})
+  local api = core.session({ headers = { "Authorization: Bearer sk-test" } })
 
   setup(function() m = helpers.start_mock() end)
   teardown(function() m:stop() end)
@@ -394,7 +396,7 @@ describe("socket-driven multi handle", function()
   after_each(function() multi:close() end)
 
   local function request()
-    return { url = m.api .. "/_mock/tasks", decode = "json" }
+    return { url = m.api .. "/_mock/tasks" }
   end
 
   -- A host loop in miniature: applies the socket changes to a set of
@@ -431,7 +433,7 @@ describe("socket-driven multi handle", function()
   it("records what curl watches and when it wants to be called, and reaps like perform", function()
     multi:watch()
     multi:watch() -- a second call changes nothing
-    local t = assert(multi:add(request()))
+    local t = assert(multi:add(session, request()))
     assert.equal(0, multi:timer(), "a new transfer is due at once")
     assert.same({}, multi:socket_changes(), "no socket before curl acted")
     multi:socket_action()
@@ -450,7 +452,7 @@ describe("socket-driven multi handle", function()
   end)
 
   it("takes over a transfer added before it was watched", function()
-    local t = assert(multi:add(request()))
+    local t = assert(multi:add(session, request()))
     multi:watch()
     local seen = {}
     drive(t, seen)
@@ -460,7 +462,7 @@ describe("socket-driven multi handle", function()
 
   it("takes over a transfer under way (m:perform) before it was watched", function()
     m:faults({ { path_match = "/v1/tasks/", kind = "slow", seconds = 0.4, times = 1 } })
-    local t = assert(multi:add({ url = m.foxapi .. "/v1/tasks/none", headers = { "Authorization: Bearer sk-test" } }))
+    local t = assert(multi:add(api, { url = m.foxapi .. "/v1/tasks/none" }))
     local until_sent = core.now() + 0.15
     while core.now() < until_sent do
       multi:perform()
@@ -477,7 +479,7 @@ describe("socket-driven multi handle", function()
 
   it("serves readiness events given by name", function()
     multi:watch()
-    local t = assert(multi:add(request()))
+    local t = assert(multi:add(session, request()))
     multi:socket_action()
     local deadline = core.now() + 10
     local watched = {}

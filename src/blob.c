@@ -1,6 +1,6 @@
 /*
- * Blob: one "b64_json" value of a response, decoded as it arrived (see
- * response.h), as a Lua userdata that owns the C buffer. Nothing copies the
+ * Blob: one extracted value of a response, decoded as it arrived (see
+ * extract.h), as a Lua userdata that owns the C buffer. Nothing copies the
  * bytes into Lua unless asked to (b:bytes(), b:base64()); b:write(path)
  * writes them straight from the buffer.
  *
@@ -14,17 +14,17 @@
 #include <string.h>
 
 #include "imgedit.h"
-#include "response.h"
+#include "extract.h"
 
 typedef struct Blob {
 	char *data;  /* owned; the decoded bytes, or the text when invalid */
 	size_t len;
 	int invalid; /* error says why */
 	int closed;
-	char error[sizeof ((ResponseBlob *)0)->error];
+	char error[sizeof ((ExtractBlob *)0)->error];
 } Blob;
 
-void blob_push(lua_State *L, ResponseBlob *rb)
+void blob_push(lua_State *L, ExtractBlob *rb)
 {
 	Blob *b = lua_newuserdata(L, sizeof *b);
 
@@ -63,8 +63,8 @@ static int push_invalid(lua_State *L, const Blob *b)
 	return 2;
 }
 
-/* b:size(), #b: the number of decoded bytes (0 when invalid or closed). */
-static int blob_size(lua_State *L)
+/* #b: the number of decoded bytes (0 when invalid or closed). */
+static int blob_len(lua_State *L)
 {
 	Blob *b = check_blob(L);
 
@@ -139,12 +139,19 @@ static int blob_base64(lua_State *L)
 static int blob_write(lua_State *L)
 {
 	Blob *b = check_open(L);
-	const char *path = luaL_checkstring(L, 2);
+	size_t len;
+	const char *path = luaL_checklstring(L, 2, &len);
 	FILE *f;
 	int failed, saved;
 
 	if (b->invalid)
 		return push_invalid(L, b);
+	/* fopen would stop at the NUL and write to another file */
+	if (strlen(path) != len) {
+		lua_pushnil(L);
+		lua_pushliteral(L, "cannot write the image: its path contains a NUL byte");
+		return 2;
+	}
 	f = fopen(path, "wb");
 	if (f == NULL) {
 		saved = errno;
@@ -197,7 +204,6 @@ static int blob_tostring(lua_State *L)
 void blob_open(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
-		{"size", blob_size},
 		{"error", blob_error},
 		{"bytes", blob_bytes},
 		{"sniff", blob_sniff},
@@ -207,17 +213,12 @@ void blob_open(lua_State *L)
 		{NULL, NULL}
 	};
 	static const luaL_Reg metamethods[] = {
-		{"__len", blob_size},
+		{"__len", blob_len},
 		{"__gc", blob_close},
 		{"__close", blob_close},
 		{"__tostring", blob_tostring},
 		{NULL, NULL}
 	};
 
-	luaL_newmetatable(L, BLOB_MT);
-	lua_newtable(L);
-	compat_setfuncs(L, methods, 0);
-	lua_setfield(L, -2, "__index");
-	compat_setfuncs(L, metamethods, 0);
-	lua_pop(L, 1);
+	imgedit_class(L, BLOB_MT, methods, metamethods, 0);
 }

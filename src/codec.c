@@ -1,5 +1,5 @@
 /*
- * base64 (RFC 4648, standard alphabet) and a monotonic clock.
+ * base64 (RFC 4648, standard alphabet).
  *
  * Scratch space for the output comes from lua_newuserdata: if pushing the
  * result string raises a memory error, nothing is leaked.
@@ -7,7 +7,6 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
-#include <time.h>
 
 #include "imgedit.h"
 
@@ -33,16 +32,6 @@ const unsigned char base64_table[256] = {
 	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
 	64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64, 64,
 };
-
-static int codec_now(lua_State *L)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return luaL_error(L, "clock_gettime(CLOCK_MONOTONIC) failed");
-	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
-	return 1;
-}
 
 void base64_encode_to(char *out, const unsigned char *in, size_t len)
 {
@@ -156,7 +145,6 @@ truncated:
 void codec_open(lua_State *L, int mod)
 {
 	static const luaL_Reg functions[] = {
-		{"now", codec_now},
 		{"base64_encode", codec_base64_encode},
 		{"base64_decode", codec_base64_decode},
 		{NULL, NULL}

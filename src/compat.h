@@ -1,15 +1,78 @@
 /*
- * The few Lua C API calls whose spelling differs between Lua 5.1 / LuaJIT
- * and Lua 5.2-5.4. The rest of the module calls only these compat_ names,
- * so version checks live in this file alone. LuaJIT 2.1 already ships some
- * 5.2 functions (luaL_setfuncs, luaL_setmetatable) but not all of them;
- * prefixed names avoid clashing with whichever ones a given 5.1 flavour has.
+ * Every version check of the module, of Lua and of libcurl, is in this
+ * file; the rest of the module calls only these compat_ names.
+ *
+ * Lua: the few C API calls whose spelling differs between Lua 5.1 / LuaJIT
+ * and Lua 5.2-5.4. LuaJIT 2.1 already ships some 5.2 functions
+ * (luaL_setfuncs, luaL_setmetatable) but not all of them; prefixed names
+ * avoid clashing with whichever ones a given 5.1 flavour has.
+ *
+ * libcurl: the oldest release the module builds against, and the options
+ * and infos that newer releases replaced or added.
  */
 #ifndef IMGEDIT_COMPAT_H
 #define IMGEDIT_COMPAT_H
 
+#include <curl/curl.h>
 #include <lua.h>
 #include <lauxlib.h>
+
+/*
+ * 7.66.0 brought curl_multi_poll, the newest call the module cannot do
+ * without (the CURLINFO_*_T timings are from 7.61.0, CURL_HTTP_VERSION_3
+ * from 7.66.0).
+ */
+#define COMPAT_CURL_MINIMUM "7.66.0"
+#if LIBCURL_VERSION_NUM < 0x074200
+#error "imgedit needs libcurl 7.66.0 or newer"
+#endif
+
+/* Only http and https, however a URL or a redirect is spelled. */
+static inline CURLcode compat_http_only(CURL *easy)
+{
+#if LIBCURL_VERSION_NUM >= 0x075500
+	return curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+#else
+	return curl_easy_setopt(easy, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+#endif
+}
+
+/*
+ * The largest request body the running libcurl sends without "Expect:
+ * 100-continue" over HTTP/1.1 (lib/http.h, EXPECT_100_THRESHOLD): 1 KiB
+ * before 7.69.0, 1 MiB since. Asked of the library loaded, not of the
+ * headers built against.
+ */
+static inline long compat_expect_threshold(void)
+{
+	return curl_version_info(CURLVERSION_NOW)->version_num >= 0x074500 ? 1024L * 1024L : 1024L;
+}
+
+/* The CA bundle and directory libcurl was built to use (CURLINFO_CAINFO, 7.84.0). */
+#if LIBCURL_VERSION_NUM >= 0x075400
+#define COMPAT_HAVE_CA_INFO 1
+#else
+#define COMPAT_HAVE_CA_INFO 0
+#endif
+
+/*
+ * CURLE_TOO_LARGE (8.6.0): what newer libcurls return where older ones say
+ * CURLE_OUT_OF_MEMORY when one of their own size limits is hit. Compared
+ * by value: the library loaded may be newer than the headers.
+ */
+#define COMPAT_CURLE_TOO_LARGE 100
+
+/* Feature bits of curl_version_info newer than the minimum (0 when unknown). */
+#ifdef CURL_VERSION_THREADSAFE
+#define COMPAT_VERSION_THREADSAFE CURL_VERSION_THREADSAFE
+#else
+#define COMPAT_VERSION_THREADSAFE 0
+#endif
+#ifdef CURL_VERSION_ZSTD
+#define COMPAT_VERSION_ZSTD CURL_VERSION_ZSTD
+#else
+#define COMPAT_VERSION_ZSTD 0
+#endif
 
 #if LUA_VERSION_NUM == 501
 

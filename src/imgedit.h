@@ -1,20 +1,28 @@
 /*
  * Declarations shared by the files of imgedit.core. All of them are linked
  * into one shared object; only luaopen_imgedit_core is exported from it.
+ *
+ *   core.c      luaopen, the class helper, the monotonic clock, core.curl_info
+ *   multi.c     Multi: one CURLM*, the transfers attached to it, its memory budget
+ *   session.c   Session: the options and header lines every request of a
+ *               client shares, set once on each easy handle it keeps
+ *   transfer.c  Transfer: one request, its libcurl callbacks, its result
+ *   response.c  status, header block and body of a response (no libcurl calls)
+ *   extract.c   the streaming extractor of one JSON key's string values
+ *   blob.c      Blob: one extracted value, decoded, as a Lua object
+ *   buffer.c    growable byte buffers
+ *   codec.c     base64
  */
 #ifndef IMGEDIT_H
 #define IMGEDIT_H
+
+#include <stddef.h>
 
 #include <curl/curl.h>
 
 #include "compat.h"
 
 #define IMGEDIT_VERSION "0.1.0"
-
-/* curl_multi_wakeup is the newest call the module cannot do without. */
-#if LIBCURL_VERSION_NUM < 0x074400
-#error "imgedit needs libcurl 7.68.0 or newer"
-#endif
 
 /*
  * The .so exports luaopen_imgedit_core alone, even when built with
@@ -31,29 +39,116 @@
 IMGEDIT_EXPORT int luaopen_imgedit_core(lua_State *L);
 
 #define MULTI_MT "imgedit.multi"
+#define SESSION_MT "imgedit.session"
 #define TRANSFER_MT "imgedit.transfer"
 #define BLOB_MT "imgedit.blob"
+#define RESULT_MT "imgedit.result"
+#define DETAILS_MT "imgedit.details"
+
+/* The placeholder an extracted value leaves in the body: the prefix, then n (from 1). */
+#define IMGEDIT_BLOB_PREFIX "imgedit-blob:"
 
 typedef struct Transfer Transfer;
+typedef struct Session Session;
+
+/* --- core.c ----------------------------------------------------------------- */
+
+/* Seconds of CLOCK_MONOTONIC: the one clock of the module (core.now, m:timer). */
+IMGEDIT_INTERNAL double imgedit_now(void);
+
+/*
+ * Registers the metatable `name`: methods go to its __index table, the
+ * metamethods to it; both get the nup values on top of the stack as
+ * upvalues, which are popped.
+ */
+IMGEDIT_INTERNAL void imgedit_class(lua_State *L, const char *name, const luaL_Reg *methods,
+		const luaL_Reg *metamethods, int nup);
+
+/* Called once by luaopen; mod is the stack index of the module table. */
+IMGEDIT_INTERNAL void multi_open(lua_State *L, int mod);
+IMGEDIT_INTERNAL void session_open(lua_State *L, int mod);
+IMGEDIT_INTERNAL void transfer_open(lua_State *L);
+IMGEDIT_INTERNAL void codec_open(lua_State *L, int mod);
+IMGEDIT_INTERNAL void blob_open(lua_State *L);
+
+/* --- fields.c --------------------------------------------------------------- */
+
+/*
+ * Tables of named fields (a request, a session's options), read into C
+ * values by one description: {name, type, curl option or 0}. The Lua
+ * value types are checked (a wrong one raises, as luaL_argerror does);
+ * values that cannot be used (negative seconds, a NUL byte in a string
+ * curl would cut at it) make fields_read push nil and a message.
+ */
+typedef enum {
+	FIELD_STRING,        /* no NUL byte: s, len */
+	FIELD_BYTES,         /* any string: s, len */
+	FIELD_SECONDS,       /* >= 0: n, in milliseconds, rounded up */
+	FIELD_WHOLE_SECONDS, /* >= 0: n, in seconds, rounded up */
+	FIELD_COUNT,         /* an integer >= 0: count (and n, saturated to a long) */
+	FIELD_BOOLEAN,       /* b */
+	FIELD_LINES          /* an array of strings without NUL, CR or LF: at stack index idx */
+} FieldType;
+
+typedef struct Field {
+	const char *name;
+	FieldType type;
+	CURLoption option; /* set by fields_apply (a long, or a string), or 0 */
+} Field;
+
+typedef struct FieldValue {
+	int set;          /* the field is in the table */
+	const char *s;    /* FIELD_STRING: valid while the table is */
+	size_t len;
+	long n;
+	curl_off_t count;
+	int b;
+	int idx;          /* FIELD_LINES: where fields_read left the table */
+} FieldValue;
+
+/*
+ * Reads the table at idx (argument arg of the function) into values,
+ * values[i] for fields[i]; a key that names no field raises. Returns 1, or
+ * pushes nil and a message and returns 0. Leaves FIELD_LINES tables on the
+ * stack.
+ */
+IMGEDIT_INTERNAL int fields_read(lua_State *L, int idx, int arg, const Field *fields, size_t n,
+		FieldValue *values);
+
+/*
+ * Sets the options of the fields that have one: the value read or, with
+ * defaults, for a field absent from the table, 0 (or NULL): curl's "none".
+ * Without defaults an absent field is left alone.
+ */
+IMGEDIT_INTERNAL CURLcode fields_apply(CURL *easy, const Field *fields, size_t n, const FieldValue *values,
+		int defaults);
+
+/* Pushes the message of a string that curl cannot take: "<what> contains a NUL byte". */
+IMGEDIT_INTERNAL int fields_refuse(lua_State *L, const char *fmt, const char *what);
+
+/* --- multi.c ---------------------------------------------------------------- */
+
+/* A transfer's place in its Multi's list; multi.c alone reads and writes the links. */
+typedef struct MultiLink {
+	struct MultiLink *prev, *next;
+	Transfer *transfer; /* the transfer this link is part of */
+	int attached;
+} MultiLink;
 
 /* A socket whose watch changed since Lua last asked; defined in multi.c. */
 typedef struct SocketChange SocketChange;
 
-/* Easy handles a Multi keeps, reset, for its next transfers (multi.c). */
-#define MULTI_SPARE_HANDLES 8
-
 typedef struct Multi {
-	CURLM *handle;      /* NULL once closed */
-	Transfer *attached; /* added and not finished; linked by transfer.c */
-	int count;          /* length of the attached list */
+	CURLM *handle;       /* owned; NULL once closed */
+	MultiLink *attached; /* transfers added and not finished (not owned) */
+	int count;           /* length of the attached list */
 
 	/*
-	 * Easy handles of closed transfers, reset (curl_easy_reset) and owned
-	 * here until transfer_create takes one: creating a handle costs more
-	 * than resetting one. Cleaned up when the Multi closes.
+	 * Bytes of response bodies held in C memory by this multi's transfers,
+	 * until t:result() turns them into Lua strings (response.c counts them):
+	 * the budget of max_buffered_bytes.
 	 */
-	CURL *spares[MULTI_SPARE_HANDLES];
-	int nspares;
+	size_t buffered;
 
 	/* Bytes of blobs handed to Lua since the last collection they caused (transfer.c). */
 	size_t blob_bytes;
@@ -66,20 +161,60 @@ typedef struct Multi {
 	SocketChange *changes; /* owned; at most one entry per socket */
 	size_t nchanges, changes_cap;
 	int timer_armed;       /* curl asked to be called back ... */
-	double timer_due;      /* ... at this CLOCK_MONOTONIC time, in seconds */
+	double timer_due;      /* ... at this imgedit_now() time */
 } Multi;
 
 /*
- * Called once by luaopen: mod is the stack index of the module table,
- * encode/decode those of cjson.safe's functions, which become upvalues of
- * the methods that need them.
+ * Adds easy to m and links the transfer in; or returns why curl refused
+ * (nothing linked). multi_detach undoes it; it does nothing to a link
+ * that is not attached.
  */
-IMGEDIT_INTERNAL void multi_open(lua_State *L, int mod, int encode);
-IMGEDIT_INTERNAL void transfer_open(lua_State *L, int decode);
-IMGEDIT_INTERNAL void codec_open(lua_State *L, int mod);
-IMGEDIT_INTERNAL void blob_open(lua_State *L);
+IMGEDIT_INTERNAL CURLMcode multi_attach(Multi *m, CURL *easy, MultiLink *link);
+IMGEDIT_INTERNAL void multi_detach(Multi *m, CURL *easy, MultiLink *link);
 
-/* base64 (codec.c), also used by response.c and blob.c. */
+/* --- session.c -------------------------------------------------------------- */
+
+/*
+ * An easy handle of a session, with what the callbacks need that lives as
+ * long as the handle: the transfer it serves and curl's error buffer.
+ */
+typedef struct Easy {
+	CURL *handle;       /* owned */
+	Transfer *transfer; /* the transfer using it, or NULL while it is a spare */
+	long buffer_size;   /* CURLOPT_BUFFERSIZE as last set, 0 before */
+	char errbuf[CURL_ERROR_SIZE];
+} Easy;
+
+IMGEDIT_INTERNAL Session *session_check(lua_State *L, int idx);
+
+/*
+ * An easy handle with the session's constant options set: a spare, or a
+ * new one (NULL when curl cannot make one). session_release takes it back:
+ * it becomes a spare, or is cleaned up.
+ */
+IMGEDIT_INTERNAL Easy *session_take(Session *s);
+IMGEDIT_INTERNAL void session_release(Session *s, Easy *e);
+
+/* The header list for a request with a body of body_len bytes (-1: none). */
+IMGEDIT_INTERNAL struct curl_slist *session_headers(Session *s, curl_off_t body_len);
+
+/* Bytes of the session's header lines. */
+IMGEDIT_INTERNAL size_t session_header_bytes(const Session *s);
+
+/* The session's limits: -1 when there is none. */
+IMGEDIT_INTERNAL curl_off_t session_max_response_bytes(const Session *s);
+IMGEDIT_INTERNAL curl_off_t session_max_buffered_bytes(const Session *s);
+
+/*
+ * The value of the first of the session's request_id_headers in a header
+ * block ("name\0value\0"...), or NULL.
+ */
+IMGEDIT_INTERNAL const char *session_request_id(const Session *s, const char *block, size_t len,
+		size_t *vlen);
+
+/* --- codec.c ---------------------------------------------------------------- */
+
+/* base64, also used by extract.c and blob.c */
 enum { B64_INVALID = 64, B64_SPACE, B64_PAD };
 /* 0-63 for a digit of the standard alphabet, else one of the values above. */
 IMGEDIT_INTERNAL extern const unsigned char base64_table[256];
@@ -87,29 +222,37 @@ IMGEDIT_INTERNAL extern const char base64_alphabet[65];
 /* Writes the padded encoding of in[0..len) to out ((len + 2) / 3 * 4 bytes). */
 IMGEDIT_INTERNAL void base64_encode_to(char *out, const unsigned char *in, size_t len);
 
+/* --- transfer.c ------------------------------------------------------------- */
+
 /*
- * m:add(req) for the Multi at index 1 and the request table at index 2.
- * Pushes the new Transfer userdata and returns it, or pushes nil and a
- * message and returns NULL. Raises for arguments of the wrong Lua type.
+ * m:add(session, request): the Multi at index 1, the Session at 2, the
+ * request table at 3. Pushes the new Transfer userdata and returns it, or
+ * pushes nil and a message and returns NULL. Raises for arguments of the
+ * wrong Lua type.
  */
-IMGEDIT_INTERNAL Transfer *transfer_create(lua_State *L, Multi *m, int encode);
+IMGEDIT_INTERNAL Transfer *transfer_create(lua_State *L, Multi *m);
+
+/* The transfer an easy handle of a finished curl message serves. */
+IMGEDIT_INTERNAL Transfer *transfer_of(CURL *easy);
+
+/*
+ * The libcurl callbacks of every easy handle (their data: its Easy): they
+ * only touch C memory and the output file; when they must stop a transfer
+ * they record why and return a short count.
+ */
+IMGEDIT_INTERNAL size_t transfer_on_header(char *line, size_t size, size_t nitems, void *easy);
+IMGEDIT_INTERNAL size_t transfer_on_body(char *data, size_t size, size_t nmemb, void *easy);
 
 /* curl reported the transfer done: detach it from its multi, close its file. */
 IMGEDIT_INTERNAL void transfer_complete(Transfer *t, CURLcode code);
 
-/*
- * An easy handle for a new transfer of m: a spare one, or a new one (NULL
- * when curl cannot make one). multi_release_easy takes one back when its
- * transfer is closed: it becomes a spare, reset, or is cleaned up (always,
- * once m is closed).
- */
-IMGEDIT_INTERNAL CURL *multi_take_easy(Multi *m);
-IMGEDIT_INTERNAL void multi_release_easy(Multi *m, CURL *easy);
+/* The multi handle failed (code): the transfer ends, with that error. */
+IMGEDIT_INTERNAL void transfer_fail(Transfer *t, CURLMcode code);
+
+/* Its multi is closing: detach it and mark it done, cancelled. */
+IMGEDIT_INTERNAL void transfer_abort(Transfer *t);
 
 /* False once t:close() (or its finalizer) has run. */
 IMGEDIT_INTERNAL int transfer_is_open(const Transfer *t);
-
-/* t:cancel(), or its multi closing: detach it and mark it done, cancelled. */
-IMGEDIT_INTERNAL void transfer_abort(Transfer *t);
 
 #endif

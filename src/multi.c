@@ -2,17 +2,20 @@
  * Multi: owns one CURLM*. Transfers hold a strong reference to their Multi;
  * the Multi only knows them through the C list m->attached (so an abandoned
  * in-flight Transfer can still be collected) and through a weak table that
- * maps each Transfer* back to its userdata for m:done().
+ * maps each Transfer* back to its userdata for m:done(). Transfers join
+ * and leave the list through multi_attach and multi_detach alone.
  *
  * Two ways to drive it: m:perform() and m:poll() (curl waits on its own
  * sockets), or, after m:watch(), a host event loop that watches curl's
  * sockets and timer itself (m:socket_changes(), m:timer()) and calls
- * m:socket_action() when one of them fires.
+ * m:socket_action() when one of them fires. A failure of the multi handle
+ * itself (out of memory, a callback that gave up) ends every transfer on it
+ * with that error and is returned as nil and a message: the waiting code
+ * sees failed transfers, never a raised error.
  */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "imgedit.h"
 
@@ -52,7 +55,7 @@ static int multi_new(lua_State *L)
 	m->changes_cap = 0;
 	m->timer_armed = 0;
 	m->timer_due = 0;
-	m->nspares = 0;
+	m->buffered = 0;
 	m->blob_bytes = 0;
 	compat_setmetatable(L, MULTI_MT);
 
@@ -76,31 +79,47 @@ static int multi_new(lua_State *L)
 	return 1;
 }
 
-CURL *multi_take_easy(Multi *m)
+CURLMcode multi_attach(Multi *m, CURL *easy, MultiLink *link)
 {
-	if (m->nspares > 0)
-		return m->spares[--m->nspares];
-	return curl_easy_init();
+	CURLMcode rc = curl_multi_add_handle(m->handle, easy);
+
+	if (rc != CURLM_OK)
+		return rc;
+	link->prev = NULL;
+	link->next = m->attached;
+	if (m->attached != NULL)
+		m->attached->prev = link;
+	m->attached = link;
+	link->attached = 1;
+	m->count++;
+	return CURLM_OK;
 }
 
 /*
  * A Transfer keeps its Multi alive (its user value refers to it), so m is
- * valid memory here even from the Transfer's finalizer; it may be closed.
+ * valid memory here even from the Transfer's finalizer; it may be closed,
+ * and then nothing is attached any more.
  */
-void multi_release_easy(Multi *m, CURL *easy)
+void multi_detach(Multi *m, CURL *easy, MultiLink *link)
 {
-	if (m->handle != NULL && m->nspares < MULTI_SPARE_HANDLES) {
-		curl_easy_reset(easy);
-		m->spares[m->nspares++] = easy;
-	} else {
-		curl_easy_cleanup(easy);
-	}
+	if (!link->attached)
+		return;
+	(void)curl_multi_remove_handle(m->handle, easy);
+	if (link->prev != NULL)
+		link->prev->next = link->next;
+	else
+		m->attached = link->next;
+	if (link->next != NULL)
+		link->next->prev = link->prev;
+	link->prev = link->next = NULL;
+	link->attached = 0;
+	m->count--;
 }
 
 static int multi_add(lua_State *L)
 {
 	Multi *m = check_open(L);
-	Transfer *t = transfer_create(L, m, lua_upvalueindex(1));
+	Transfer *t = transfer_create(L, m);
 
 	if (t == NULL)
 		return 2;
@@ -111,6 +130,17 @@ static int multi_add(lua_State *L)
 	lua_rawset(L, -3);
 	lua_pop(L, 2);
 	return 1;
+}
+
+/* Appends the Transfer t to the done list at index 4 (the transfers table at 3), if it is still reachable. */
+static void push_done(lua_State *L, Transfer *t)
+{
+	lua_pushlightuserdata(L, t);
+	lua_rawget(L, 3);
+	if (lua_isnil(L, -1))
+		lua_pop(L, 1); /* unreachable already: nobody can ask for it */
+	else
+		lua_rawseti(L, 4, (int)compat_rawlen(L, 4) + 1);
 }
 
 /*
@@ -129,24 +159,42 @@ static void reap(lua_State *L, Multi *m)
 	while ((msg = curl_multi_info_read(m->handle, &left)) != NULL) {
 		CURL *easy = msg->easy_handle;
 		CURLcode code = msg->data.result;
-		char *t = NULL;
+		Transfer *t;
 
 		if (msg->msg != CURLMSG_DONE)
 			continue;
-		(void)curl_easy_getinfo(easy, CURLINFO_PRIVATE, &t);
+		t = transfer_of(easy);
 		/*
 		 * Finish in C before touching Lua: any Lua allocation below may run
 		 * finalizers, including the one of this very Transfer if it is garbage.
 		 */
-		transfer_complete((Transfer *)(void *)t, code);
-		lua_pushlightuserdata(L, t);
-		lua_rawget(L, 3);
-		if (lua_isnil(L, -1))
-			lua_pop(L, 1); /* unreachable already: nobody can ask for it */
-		else
-			lua_rawseti(L, 4, (int)compat_rawlen(L, 4) + 1);
+		transfer_complete(t, code);
+		push_done(L, t);
 	}
 	lua_settop(L, 1);
+}
+
+/*
+ * The multi handle failed: every transfer on it ends with that error and
+ * goes to the done list, and the caller gets nil and a message. (Each is
+ * finished in C before the Lua calls that may run finalizers, as in reap.)
+ */
+static int fail(lua_State *L, Multi *m, const char *call, CURLMcode rc)
+{
+	lua_settop(L, 1);
+	compat_getuservalue(L, 1);
+	lua_rawgeti(L, 2, UV_TRANSFERS);
+	lua_rawgeti(L, 2, UV_DONE);
+	while (m->attached != NULL) {
+		Transfer *t = m->attached->transfer;
+
+		transfer_fail(t, rc);
+		push_done(L, t);
+	}
+	lua_settop(L, 1);
+	lua_pushnil(L);
+	lua_pushfstring(L, "%s failed: %s", call, curl_multi_strerror(rc));
+	return 2;
 }
 
 static int multi_perform(lua_State *L)
@@ -157,7 +205,7 @@ static int multi_perform(lua_State *L)
 
 	rc = curl_multi_perform(m->handle, &running);
 	if (rc != CURLM_OK)
-		return luaL_error(L, "curl_multi_perform failed: %s", curl_multi_strerror(rc));
+		return fail(L, m, "curl_multi_perform", rc);
 	reap(L, m);
 	lua_pushinteger(L, running);
 	return 1;
@@ -176,19 +224,9 @@ static int multi_poll(lua_State *L)
 		ms = (int)(seconds * 1000 + 0.5);
 	rc = curl_multi_poll(m->handle, NULL, 0, ms, &numfds);
 	if (rc != CURLM_OK)
-		return luaL_error(L, "curl_multi_poll failed: %s", curl_multi_strerror(rc));
+		return fail(L, m, "curl_multi_poll", rc);
 	lua_pushinteger(L, numfds);
 	return 1;
-}
-
-static int multi_wakeup(lua_State *L)
-{
-	Multi *m = check_open(L);
-	CURLMcode rc = curl_multi_wakeup(m->handle);
-
-	if (rc != CURLM_OK)
-		return luaL_error(L, "curl_multi_wakeup failed: %s", curl_multi_strerror(rc));
-	return 0;
 }
 
 static int multi_timeout(lua_State *L)
@@ -198,7 +236,7 @@ static int multi_timeout(lua_State *L)
 	CURLMcode rc = curl_multi_timeout(m->handle, &ms);
 
 	if (rc != CURLM_OK)
-		return luaL_error(L, "curl_multi_timeout failed: %s", curl_multi_strerror(rc));
+		return fail(L, m, "curl_multi_timeout", rc);
 	lua_pushnumber(L, ms < 0 ? -1 : (lua_Number)ms / 1000);
 	return 1;
 }
@@ -231,15 +269,6 @@ static const char *poll_name(int what)
 	default:
 		return "remove";
 	}
-}
-
-static double monotonic_now(void)
-{
-	struct timespec ts;
-
-	if (clock_gettime(CLOCK_MONOTONIC, &ts) != 0)
-		return 0;
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 /*
@@ -288,7 +317,7 @@ static int on_timer(CURLM *handle, long timeout_ms, void *userp)
 	(void)handle;
 	m->timer_armed = timeout_ms >= 0;
 	if (m->timer_armed)
-		m->timer_due = monotonic_now() + (double)timeout_ms / 1000;
+		m->timer_due = imgedit_now() + (double)timeout_ms / 1000;
 	return 0;
 }
 
@@ -328,8 +357,10 @@ static int multi_watch(lua_State *L)
 	int running = 0;
 	CURLMcode rc;
 
-	if (m->watching)
-		return 0;
+	if (m->watching) {
+		lua_pushboolean(L, 1);
+		return 1;
+	}
 	(void)curl_multi_setopt(m->handle, CURLMOPT_SOCKETFUNCTION, on_socket);
 	(void)curl_multi_setopt(m->handle, CURLMOPT_SOCKETDATA, (void *)m);
 	(void)curl_multi_setopt(m->handle, CURLMOPT_TIMERFUNCTION, on_timer);
@@ -338,10 +369,11 @@ static int multi_watch(lua_State *L)
 	if (m->count > 0) {
 		rc = socket_all(m->handle, &running);
 		if (rc != CURLM_OK)
-			return luaL_error(L, "curl_multi_socket_all failed: %s", curl_multi_strerror(rc));
+			return fail(L, m, "curl_multi_socket_all", rc);
 		reap(L, m);
 	}
-	return 0;
+	lua_pushboolean(L, 1);
+	return 1;
 }
 
 /* Sets t[k] = {fd, name of what} in the table on top of the stack. */
@@ -391,7 +423,7 @@ static int multi_timer(lua_State *L)
 
 	if (!m->watching || !m->timer_armed)
 		return 0;
-	left = m->timer_due - monotonic_now();
+	left = m->timer_due - imgedit_now();
 	lua_pushnumber(L, left > 0 ? (lua_Number)left : 0);
 	return 1;
 }
@@ -446,7 +478,7 @@ static int multi_socket_action(lua_State *L)
 	}
 	rc = curl_multi_socket_action(m->handle, fd, mask, &running);
 	if (rc != CURLM_OK)
-		return luaL_error(L, "curl_multi_socket_action failed: %s", curl_multi_strerror(rc));
+		return fail(L, m, "curl_multi_socket_action", rc);
 	reap(L, m);
 	lua_pushinteger(L, running);
 	return 1;
@@ -496,9 +528,7 @@ static int multi_close(lua_State *L)
 	if (m->handle == NULL)
 		return 0;
 	while (m->attached != NULL)
-		transfer_abort(m->attached);
-	while (m->nspares > 0)
-		curl_easy_cleanup(m->spares[--m->nspares]);
+		transfer_abort(m->attached->transfer);
 	curl_multi_cleanup(m->handle);
 	m->handle = NULL;
 	/* after the cleanup: curl may still report sockets while it closes them */
@@ -520,13 +550,12 @@ static int multi_tostring(lua_State *L)
 	return 1;
 }
 
-void multi_open(lua_State *L, int mod, int encode)
+void multi_open(lua_State *L, int mod)
 {
 	static const luaL_Reg methods[] = {
 		{"add", multi_add},
 		{"perform", multi_perform},
 		{"poll", multi_poll},
-		{"wakeup", multi_wakeup},
 		{"timeout", multi_timeout},
 		{"done", multi_done},
 		{"watch", multi_watch},
@@ -544,15 +573,7 @@ void multi_open(lua_State *L, int mod, int encode)
 	};
 
 	mod = compat_absindex(L, mod);
-	encode = compat_absindex(L, encode);
-	luaL_newmetatable(L, MULTI_MT);
-	lua_newtable(L);
-	lua_pushvalue(L, encode);
-	compat_setfuncs(L, methods, 1);
-	lua_setfield(L, -2, "__index");
-	compat_setfuncs(L, metamethods, 0);
-	lua_pop(L, 1);
-
+	imgedit_class(L, MULTI_MT, methods, metamethods, 0);
 	lua_pushcfunction(L, multi_new);
 	lua_setfield(L, mod, "multi");
 }

@@ -1,17 +1,23 @@
 /*
- * Transfer: one HTTP request on a Multi. The userdata owns the CURL easy
- * handle, its header list, the response buffers (a Response, parsed and
- * filled by response.c, with the blobs it extracts until t:result() hands
- * them to Lua) and the output FILE*.
+ * Transfer: one HTTP request of a Session on a Multi.
  *
- * libcurl callbacks (on_header, on_body) only touch C memory and the FILE*;
- * when they must stop a transfer they record why in t->resp.stop and return a
- * short count, and the Lua-visible result is built later, from t:result().
+ *   m:add(session, {url =, method = "GET" | "POST" | "PUT" | "PATCH" | "DELETE",
+ *                   body =, output =, extract =, timeout =,
+ *                   low_speed_limit =, low_speed_time =})
+ *
+ * The userdata owns the response buffers (a Response, parsed and filled by
+ * response.c, with the values extract.c takes out until t:result() hands
+ * them to Lua), the output path and FILE*, and, while open, one of its
+ * session's easy handles: every option a request sets is set again by the
+ * next one, so nothing of a request reaches the next (method, body,
+ * headers, timeouts, low-speed limits, buffer size).
+ *
+ * libcurl callbacks (transfer_on_header, transfer_on_body) only touch C
+ * memory and the FILE*; when they must stop a transfer they record why in
+ * t->resp.stop and return a short count, and the Lua-visible result is
+ * built later, from t:result().
  */
 #include <errno.h>
-#include <limits.h>
-#include <math.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,35 +25,50 @@
 #include "imgedit.h"
 #include "response.h"
 
-/* Fewer, larger writes when the body goes to disk. */
-#define OUTPUT_BUFFER_SIZE (512L * 1024L)
-/* curl_off_t is a signed 64-bit type on every platform libcurl supports. */
-#define OFF_T_LIMIT CURL_OFF_T_C(0x7FFFFFFFFFFFFFFF)
+/* Fewer, larger writes when the body goes to disk or is decoded on the fly. */
+#define LARGE_BUFFER_SIZE (512L * 1024L)
+/* libcurl's default receive buffer, set back explicitly for other requests. */
+#define DEFAULT_BUFFER_SIZE ((long)CURL_MAX_WRITE_SIZE)
 
 /* The Lua values a Transfer holds (compat_getslot / compat_setslot). */
 enum {
 	UV_MULTI = 1, /* keeps the Multi alive as long as the Transfer */
+	UV_SESSION,   /* keeps the Session (header list, easy handles) alive */
 	UV_BODY,      /* the request body string handed to CURLOPT_POSTFIELDS */
 	UV_RESULT,    /* t:result(), built once */
 	UV_COUNT = UV_RESULT
 };
 
+/* Upvalues of the methods and of the result's __index. */
+enum { UP_RESULT_MT = 1, UP_DETAILS };
+
 struct Transfer {
-	CURL *easy;                 /* NULL once closed; then back to owner's spares */
-	Multi *owner;               /* the Multi that made it (kept alive by UV_MULTI) */
-	Multi *multi;               /* set while attached to a Multi */
-	Transfer *prev, *next;      /* links in multi->attached */
-	struct curl_slist *request_headers;
-	char *output;               /* where a 2xx body goes, or NULL */
-	FILE *file;
-	Response resp;              /* status, headers, body, limit, stop reason */
-	int decode_json;
+	Easy *easy;          /* one of the session's; NULL once closed (given back) */
+	Session *session;    /* kept alive by UV_SESSION */
+	Multi *multi;        /* kept alive by UV_MULTI */
+	MultiLink link;      /* in multi->attached while curl runs it (multi.c) */
+	char *output;        /* owned: where a 2xx body goes, or NULL */
+	FILE *file;          /* owned while open */
+	Response resp;       /* status, headers, body, limits, stop reason */
 	int done;
-	int cancelled;
+	int cancelled;       /* its multi was closed first */
 	int io_errno;
 	CURLcode code;
-	char errbuf[CURL_ERROR_SIZE];
+	CURLMcode multi_code; /* the multi handle failed: this is why the transfer ended */
 };
+
+/*
+ * What a result keeps of its transfer for the fields built when first read
+ * (headers, time, connect_time, primary_ip, http_version): a userdata that
+ * a weak table maps each result to.
+ */
+typedef struct Details {
+	char *headers;       /* owned: the header block, until the headers table is built */
+	size_t len;
+	double time, connect_time;
+	long http_version;
+	char primary_ip[64]; /* "" when unknown */
+} Details;
 
 /* --- libcurl callbacks: C memory and FILE* only --------------------------- */
 
@@ -61,9 +82,9 @@ static int open_output(Transfer *t)
 	return 0;
 }
 
-static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
+size_t transfer_on_body(char *data, size_t size, size_t nmemb, void *ud)
 {
-	Transfer *t = ud;
+	Transfer *t = ((Easy *)ud)->transfer;
 	size_t n = size * nmemb; /* size is always 1 */
 
 	if (n == 0)
@@ -85,9 +106,10 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
 	}
 }
 
-static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
+size_t transfer_on_header(char *line, size_t size, size_t nitems, void *ud)
 {
-	Transfer *t = ud;
+	Easy *e = ud;
+	Transfer *t = e->transfer;
 	size_t n = size * nitems;
 	curl_off_t length = -1;
 
@@ -95,7 +117,7 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
 	case RESPONSE_HEADER_OK:
 		return n;
 	case RESPONSE_HEADER_END:
-		if (curl_easy_getinfo(t->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK)
+		if (curl_easy_getinfo(e->handle, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length) != CURLE_OK)
 			length = -1;
 		response_presize(&t->resp, length);
 		return n;
@@ -106,33 +128,12 @@ static size_t on_header(char *line, size_t size, size_t nitems, void *ud)
 
 /* --- life cycle ----------------------------------------------------------- */
 
-static void attach(Transfer *t, Multi *m)
+Transfer *transfer_of(CURL *easy)
 {
-	t->multi = m;
-	t->prev = NULL;
-	t->next = m->attached;
-	if (m->attached != NULL)
-		m->attached->prev = t;
-	m->attached = t;
-	m->count++;
-}
+	char *e = NULL;
 
-static void detach(Transfer *t)
-{
-	Multi *m = t->multi;
-
-	if (m == NULL)
-		return;
-	curl_multi_remove_handle(m->handle, t->easy);
-	if (t->prev != NULL)
-		t->prev->next = t->next;
-	else
-		m->attached = t->next;
-	if (t->next != NULL)
-		t->next->prev = t->prev;
-	t->prev = t->next = NULL;
-	t->multi = NULL;
-	m->count--;
+	(void)curl_easy_getinfo(easy, CURLINFO_PRIVATE, &e);
+	return e != NULL ? ((Easy *)(void *)e)->transfer : NULL;
 }
 
 /* Runs once per transfer, outside any curl callback. */
@@ -159,17 +160,24 @@ static void finish(Transfer *t, CURLcode code)
 
 void transfer_complete(Transfer *t, CURLcode code)
 {
-	detach(t);
+	multi_detach(t->multi, t->easy->handle, &t->link);
 	finish(t, code);
+}
+
+void transfer_fail(Transfer *t, CURLMcode code)
+{
+	if (t->done)
+		return;
+	t->multi_code = code;
+	transfer_complete(t, CURLE_ABORTED_BY_CALLBACK);
 }
 
 void transfer_abort(Transfer *t)
 {
 	if (t->done)
 		return;
-	detach(t);
 	t->cancelled = 1;
-	finish(t, CURLE_ABORTED_BY_CALLBACK);
+	transfer_complete(t, CURLE_ABORTED_BY_CALLBACK);
 }
 
 int transfer_is_open(const Transfer *t)
@@ -183,10 +191,8 @@ static void release(Transfer *t)
 	if (t->easy == NULL)
 		return;
 	transfer_abort(t);
-	multi_release_easy(t->owner, t->easy);
+	session_release(t->session, t->easy);
 	t->easy = NULL;
-	curl_slist_free_all(t->request_headers);
-	t->request_headers = NULL;
 	free(t->output);
 	t->output = NULL;
 	response_free(&t->resp);
@@ -199,90 +205,33 @@ static Transfer *check_transfer(lua_State *L)
 
 /* --- building a request --------------------------------------------------- */
 
-/* Pushes req[name] and returns 1, or returns 0 if it is nil; raises if of another type. */
-static int field(lua_State *L, const char *name, int type)
+enum { R_URL, R_METHOD, R_BODY, R_OUTPUT, R_EXTRACT, R_TIMEOUT, R_LOW_SPEED_LIMIT, R_LOW_SPEED_TIME, R_COUNT };
+
+/* The request fields; those with an option are set on every request, to 0 when absent. */
+static const Field REQUEST[R_COUNT] = {
+	{"url", FIELD_STRING, CURLOPT_URL},
+	{"method", FIELD_STRING, (CURLoption)0},
+	{"body", FIELD_BYTES, (CURLoption)0},
+	{"output", FIELD_STRING, (CURLoption)0},
+	{"extract", FIELD_STRING, (CURLoption)0},
+	{"timeout", FIELD_SECONDS, CURLOPT_TIMEOUT_MS},
+	{"low_speed_limit", FIELD_COUNT, CURLOPT_LOW_SPEED_LIMIT},
+	{"low_speed_time", FIELD_WHOLE_SECONDS, CURLOPT_LOW_SPEED_TIME},
+};
+
+/* The methods a request may use; HEAD, CONNECT and the like need more than a method name. */
+static const char *const METHODS[] = {"GET", "POST", "PUT", "PATCH", "DELETE"};
+
+static const char *method_of(const FieldValue *v)
 {
-	lua_getfield(L, 2, name);
-	if (lua_isnil(L, -1)) {
-		lua_pop(L, 1);
-		return 0;
-	}
-	if (lua_type(L, -1) != type)
-		return luaL_argerror(L, 2, lua_pushfstring(L, "field '%s' must be a %s, got %s",
-				name, lua_typename(L, type), luaL_typename(L, -1)));
-	return 1;
-}
+	size_t i;
 
-static int refuse(lua_State *L, const char *fmt, const char *what)
-{
-	lua_pushnil(L);
-	lua_pushfstring(L, fmt, what);
-	return 0;
-}
-
-/* Seconds (a Lua number) to whole milliseconds, rounded up so 0.0001 is not "no limit". */
-static int seconds_field(lua_State *L, const char *name, long *ms)
-{
-	lua_Number s;
-
-	*ms = -1;
-	if (!field(L, name, LUA_TNUMBER))
-		return 1;
-	s = lua_tonumber(L, -1);
-	lua_pop(L, 1);
-	if (!(s >= 0))
-		return refuse(L, "field '%s' must be a non-negative number of seconds", name);
-	*ms = s * 1000 >= (lua_Number)LONG_MAX ? LONG_MAX : (long)ceil(s * 1000);
-	return 1;
-}
-
-static int count_field(lua_State *L, const char *name, curl_off_t *out)
-{
-	lua_Number n;
-
-	*out = -1;
-	if (!field(L, name, LUA_TNUMBER))
-		return 1;
-	n = lua_tonumber(L, -1);
-	lua_pop(L, 1);
-	if (!(n >= 0) || n != floor(n))
-		return refuse(L, "field '%s' must be a non-negative integer", name);
-	*out = n >= (lua_Number)OFF_T_LIMIT ? OFF_T_LIMIT : (curl_off_t)n;
-	return 1;
-}
-
-static int long_field(lua_State *L, const char *name, long *out)
-{
-	curl_off_t n;
-
-	if (!count_field(L, name, &n))
-		return 0;
-	*out = n > LONG_MAX ? LONG_MAX : (long)n;
-	return 1;
-}
-
-static int bool_field(lua_State *L, const char *name, int dflt)
-{
-	int b = dflt;
-
-	if (field(L, name, LUA_TBOOLEAN)) {
-		b = lua_toboolean(L, -1);
-		lua_pop(L, 1);
-	}
-	return b;
-}
-
-static int is_token(const char *s)
-{
-	static const char extra[] = "!#$%&'*+-.^_`|~";
-
-	if (*s == '\0')
-		return 0;
-	for (; *s != '\0'; s++)
-		if (!((*s >= 'A' && *s <= 'Z') || (*s >= 'a' && *s <= 'z') ||
-				(*s >= '0' && *s <= '9') || strchr(extra, *s) != NULL))
-			return 0;
-	return 1;
+	if (!v->set)
+		return "GET";
+	for (i = 0; i < sizeof METHODS / sizeof METHODS[0]; i++)
+		if (strcmp(v->s, METHODS[i]) == 0)
+			return METHODS[i];
+	return NULL;
 }
 
 static int starts_with_nocase(const char *s, const char *prefix)
@@ -298,270 +247,136 @@ static int starts_with_nocase(const char *s, const char *prefix)
 	return 1;
 }
 
-static int append_header(Transfer *t, const char *line)
+/*
+ * The receive buffer: a hint, set when it changes. libcurl refuses a new
+ * size while the handle still holds the buffer of a transfer (7.88 frees
+ * it in most ways a transfer ends, not all); the size it has then serves.
+ */
+static void set_buffer_size(Easy *e, long size)
 {
-	struct curl_slist *list = curl_slist_append(t->request_headers, line);
-
-	if (list == NULL)
-		return 0;
-	t->request_headers = list;
-	return 1;
-}
-
-/* Header contents never appear in messages: they carry the API key. */
-static int build_headers(lua_State *L, Transfer *t, int json)
-{
-	size_t i, n, len;
-	int has_type = 0;
-	const char *line;
-
-	if (field(L, "headers", LUA_TTABLE)) {
-		n = compat_rawlen(L, -1);
-		for (i = 1; i <= n; i++) {
-			lua_rawgeti(L, -1, (int)i);
-			if (lua_type(L, -1) != LUA_TSTRING)
-				return luaL_argerror(L, 2, "field 'headers' must be an array of strings");
-			line = lua_tolstring(L, -1, &len);
-			if (strlen(line) != len || strpbrk(line, "\r\n") != NULL) {
-				lua_pushnil(L);
-				lua_pushfstring(L, "request header %d contains a line break or NUL byte", (int)i);
-				return 0;
-			}
-			has_type = has_type || starts_with_nocase(line, "content-type:");
-			if (!append_header(t, line))
-				return refuse(L, "%s", "out of memory building the request headers");
-			lua_pop(L, 1);
-		}
-		lua_pop(L, 1);
-	}
-	/* Without one, curl would label any body application/x-www-form-urlencoded. */
-	if ((!has_type && !append_header(t, json ? "Content-Type: application/json" : "Content-Type:")) ||
-			!append_header(t, "Expect:"))
-		return refuse(L, "%s", "out of memory building the request headers");
-	return 1;
-}
-
-/* Leaves the body string (or nil) on the stack; also records it in the user value. */
-static int build_body(lua_State *L, int encode, int *json)
-{
-	int has_body = field(L, "body", LUA_TSTRING);
-
-	lua_getfield(L, 2, "json");
-	*json = !lua_isnil(L, -1);
-	if (has_body && *json)
-		return luaL_argerror(L, 2, "fields 'body' and 'json' are exclusive");
-	if (*json) {
-		lua_pushvalue(L, encode);
-		lua_insert(L, -2);
-		if (lua_pcall(L, 1, 2, 0) != 0 || lua_isnil(L, -2)) {
-			lua_pushnil(L);
-			lua_pushfstring(L, "cannot encode request body as JSON: %s",
-					lua_isstring(L, -2) ? lua_tostring(L, -2) : "unknown error");
-			return 0;
-		}
-		lua_pop(L, 1);
-	} else if (has_body) {
-		lua_pop(L, 1);
-	}
-	lua_pushvalue(L, -1);
-	compat_setslot(L, 3, UV_BODY);
-	return 1;
+	if (e->buffer_size != size && curl_easy_setopt(e->handle, CURLOPT_BUFFERSIZE, size) == CURLE_OK)
+		e->buffer_size = size;
 }
 
 #define SETOPT(option, value) \
 	do { \
-		if ((rc = curl_easy_setopt(t->easy, option, value)) != CURLE_OK) \
+		if ((rc = curl_easy_setopt(easy, option, value)) != CURLE_OK) \
 			goto refused; \
 	} while (0)
 
 /*
- * Reads the request table at index 2 into the easy handle of t (userdata at
- * index 3). Returns 1, or pushes nil and a message and returns 0.
+ * Reads the request table at index 3 into t (userdata at index 4) and its
+ * easy handle. Returns 1, or pushes nil and a message and returns 0.
  */
-static int configure(lua_State *L, Transfer *t, int encode)
+static int configure(lua_State *L, Transfer *t)
 {
-	CURLcode rc = CURLE_OK;
-	char method[32] = "GET";
-	const char *body, *s;
-	size_t body_len = 0, len;
-	long ms, n;
-	int json, https;
+	FieldValue v[R_COUNT];
+	CURL *easy = t->easy->handle;
+	CURLcode rc;
+	const char *method;
+	curl_off_t body_len = -1;
 
-	if (!field(L, "url", LUA_TSTRING))
-		return luaL_argerror(L, 2, "field 'url' must be a string");
-	SETOPT(CURLOPT_URL, lua_tostring(L, -1));
-	https = starts_with_nocase(lua_tostring(L, -1), "https://");
-	lua_pop(L, 1);
-
-	if (field(L, "method", LUA_TSTRING)) {
-		s = lua_tolstring(L, -1, &len);
-		if (len >= sizeof method || strlen(s) != len || !is_token(s))
-			return refuse(L, "%s", "field 'method' is not a valid HTTP method");
-		memcpy(method, s, len + 1);
-		lua_pop(L, 1);
-	}
-
-	if (!build_body(L, encode, &json) || !build_headers(L, t, json))
+	if (!fields_read(L, 3, 3, REQUEST, R_COUNT, v))
 		return 0;
-	body = lua_tolstring(L, -1, &body_len);
-	if (body != NULL) {
-		SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-		SETOPT(CURLOPT_POSTFIELDS, body);
-		if (strcmp(method, "POST") != 0)
-			SETOPT(CURLOPT_CUSTOMREQUEST, method);
-	} else if (strcmp(method, "HEAD") == 0) {
-		t->resp.nobody = 1;
-		SETOPT(CURLOPT_NOBODY, 1L);
+	if (!v[R_URL].set)
+		return luaL_argerror(L, 3, "field 'url' must be a string");
+	method = method_of(&v[R_METHOD]);
+	if (method == NULL)
+		return fields_refuse(L, "method %s is not one of GET, POST, PUT, PATCH and DELETE", v[R_METHOD].s);
+	if (v[R_EXTRACT].set) {
+		if (!extract_key_valid(v[R_EXTRACT].s, v[R_EXTRACT].len))
+			return fields_refuse(L, "extract must name a JSON key of 1 to 64 printable ASCII characters"
+					" other than '\"' and '\\', got \"%s\"", v[R_EXTRACT].s);
+		extract_set_key(&t->resp.x, v[R_EXTRACT].s, v[R_EXTRACT].len);
+	}
+	if (v[R_OUTPUT].set) {
+		t->output = malloc(v[R_OUTPUT].len + 1);
+		if (t->output == NULL)
+			return fields_refuse(L, "%s", "out of memory");
+		memcpy(t->output, v[R_OUTPUT].s, v[R_OUTPUT].len + 1);
+		t->resp.has_output = 1;
+	}
+	t->resp.max_bytes = session_max_response_bytes(t->session);
+	t->resp.pool = &t->multi->buffered;
+	t->resp.pool_limit = session_max_buffered_bytes(t->session);
+	t->easy->errbuf[0] = '\0';
+
+	if ((rc = fields_apply(easy, REQUEST, R_COUNT, v, 1)) != CURLE_OK)
+		goto refused;
+	if (v[R_BODY].set) {
+		body_len = (curl_off_t)v[R_BODY].len;
+		/* the string must outlive the transfer: curl reads it while sending */
+		lua_getfield(L, 3, "body");
+		compat_setslot(L, 4, UV_BODY);
+		SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, body_len);
+		SETOPT(CURLOPT_POSTFIELDS, v[R_BODY].s);
+		SETOPT(CURLOPT_CUSTOMREQUEST, strcmp(method, "POST") != 0 ? method : (const char *)NULL);
 	} else if (strcmp(method, "POST") == 0) {
 		SETOPT(CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
 		SETOPT(CURLOPT_POSTFIELDS, "");
-	} else if (strcmp(method, "GET") != 0) {
-		SETOPT(CURLOPT_CUSTOMREQUEST, method);
-	}
-	lua_pop(L, 1);
-
-	if (!seconds_field(L, "timeout", &ms))
-		return 0;
-	if (ms >= 0)
-		SETOPT(CURLOPT_TIMEOUT_MS, ms);
-	if (!seconds_field(L, "connect_timeout", &ms))
-		return 0;
-	if (ms >= 0)
-		SETOPT(CURLOPT_CONNECTTIMEOUT_MS, ms);
-	if (!long_field(L, "low_speed_limit", &n))
-		return 0;
-	if (n >= 0)
-		SETOPT(CURLOPT_LOW_SPEED_LIMIT, n);
-	if (!seconds_field(L, "low_speed_time", &ms))
-		return 0;
-	if (ms >= 0)
-		SETOPT(CURLOPT_LOW_SPEED_TIME, ms / 1000 + (ms % 1000 != 0));
-	if (!count_field(L, "max_response_bytes", &t->resp.max_bytes))
-		return 0;
-	/* For curl 0 means "no limit"; on_body enforces a limit of 0 itself. */
-	if (t->resp.max_bytes > 0)
-		SETOPT(CURLOPT_MAXFILESIZE_LARGE, t->resp.max_bytes);
-
-	if (field(L, "output", LUA_TSTRING)) {
-		t->output = strdup(lua_tostring(L, -1));
-		if (t->output == NULL)
-			return refuse(L, "%s", "out of memory");
-		t->resp.has_output = 1;
-		lua_pop(L, 1);
-	}
-	/*
-	 * extract = "b64_json": the body's "b64_json" string values are decoded
-	 * as they arrive, into result.blobs (response.h); the body keeps
-	 * placeholders. max_response_bytes still counts every byte received.
-	 */
-	if (field(L, "extract", LUA_TSTRING)) {
-		if (strcmp(lua_tostring(L, -1), "b64_json") != 0)
-			return refuse(L, "field 'extract' must be \"b64_json\", got \"%s\"", lua_tostring(L, -1));
-		t->resp.extract = 1;
-		lua_pop(L, 1);
-	}
-	if (!long_field(L, "buffer_size", &n))
-		return 0;
-	/* Bodies written to a file, or decoded on the fly, are large. */
-	if (n < 0 && (t->output != NULL || t->resp.extract))
-		n = OUTPUT_BUFFER_SIZE;
-	if (n > 0)
-		SETOPT(CURLOPT_BUFFERSIZE, n);
-
-	if (field(L, "decode", LUA_TSTRING)) {
-		if (strcmp(lua_tostring(L, -1), "json") != 0)
-			return refuse(L, "field 'decode' must be \"json\", got \"%s\"", lua_tostring(L, -1));
-		t->decode_json = 1;
-		lua_pop(L, 1);
-	}
-
-	if (field(L, "proxy", LUA_TSTRING)) {
-		SETOPT(CURLOPT_PROXY, lua_tostring(L, -1));
-		lua_pop(L, 1);
-	}
-	if (field(L, "ca_file", LUA_TSTRING)) {
-		SETOPT(CURLOPT_CAINFO, lua_tostring(L, -1));
-		lua_pop(L, 1);
-	}
-	if (field(L, "user_agent", LUA_TSTRING)) {
-		SETOPT(CURLOPT_USERAGENT, lua_tostring(L, -1));
-		lua_pop(L, 1);
-	}
-	if (bool_field(L, "insecure", 0)) {
-		SETOPT(CURLOPT_SSL_VERIFYPEER, 0L);
-		SETOPT(CURLOPT_SSL_VERIFYHOST, 0L);
-	}
-	if (bool_field(L, "http2", 1)) {
-		SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
-		/*
-		 * Rather than open another connection, wait for one being set up
-		 * to tell (by ALPN) whether it multiplexes. Over plain http curl
-		 * learns that only from the first response, so waiting there
-		 * would run concurrent requests one after another.
-		 */
-		if (https)
-			SETOPT(CURLOPT_PIPEWAIT, 1L);
+		SETOPT(CURLOPT_CUSTOMREQUEST, (const char *)NULL);
 	} else {
-		SETOPT(CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+		/* no body of an earlier request stays pointed at */
+		SETOPT(CURLOPT_POSTFIELDS, (const char *)NULL);
+		SETOPT(CURLOPT_HTTPGET, 1L);
+		SETOPT(CURLOPT_CUSTOMREQUEST, strcmp(method, "GET") != 0 ? method : (const char *)NULL);
 	}
-
-	SETOPT(CURLOPT_HTTPHEADER, t->request_headers);
-#if LIBCURL_VERSION_NUM >= 0x075500
-	SETOPT(CURLOPT_PROTOCOLS_STR, "http,https");
-#else
-	SETOPT(CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
-#endif
-	SETOPT(CURLOPT_NOSIGNAL, 1L);
-	SETOPT(CURLOPT_TCP_KEEPALIVE, 1L);
-	SETOPT(CURLOPT_FOLLOWLOCATION, 0L);
-	SETOPT(CURLOPT_ACCEPT_ENCODING, "identity");
-	/* A proxy's "200 Connection established" is not the response. */
-	SETOPT(CURLOPT_SUPPRESS_CONNECT_HEADERS, 1L);
-	SETOPT(CURLOPT_ERRORBUFFER, t->errbuf);
-	SETOPT(CURLOPT_PRIVATE, (void *)t);
-	SETOPT(CURLOPT_HEADERFUNCTION, on_header);
-	SETOPT(CURLOPT_HEADERDATA, (void *)t);
-	SETOPT(CURLOPT_WRITEFUNCTION, on_body);
-	SETOPT(CURLOPT_WRITEDATA, (void *)t);
+	SETOPT(CURLOPT_HTTPHEADER, session_headers(t->session, body_len));
+	set_buffer_size(t->easy, t->output != NULL || t->resp.x.keylen > 0 ? LARGE_BUFFER_SIZE : DEFAULT_BUFFER_SIZE);
+	/*
+	 * Rather than open another connection, wait for one being set up to
+	 * tell (by ALPN) whether it multiplexes. Over plain http curl learns
+	 * that only from the first response, so waiting there would run
+	 * concurrent requests one after another.
+	 */
+	SETOPT(CURLOPT_PIPEWAIT, starts_with_nocase(v[R_URL].s, "https://") ? 1L : 0L);
 	return 1;
 
 refused:
 	lua_pushnil(L);
-	lua_pushfstring(L, "curl refused the request: %s", t->errbuf[0] ? t->errbuf : curl_easy_strerror(rc));
+	lua_pushfstring(L, "curl refused the request: %s",
+			t->easy->errbuf[0] ? t->easy->errbuf : curl_easy_strerror(rc));
 	return 0;
 }
 
 #undef SETOPT
 
-Transfer *transfer_create(lua_State *L, Multi *m, int encode)
+Transfer *transfer_create(lua_State *L, Multi *m)
 {
+	Session *s = session_check(L, 2);
 	Transfer *t;
 	CURLMcode mrc;
 
-	encode = compat_absindex(L, encode);
-	luaL_checktype(L, 2, LUA_TTABLE);
-	lua_settop(L, 2);
+	luaL_checktype(L, 3, LUA_TTABLE);
+	lua_settop(L, 3);
 	t = compat_newuserdata_slots(L, sizeof *t, UV_COUNT);
 	memset(t, 0, sizeof *t);
 	response_init(&t->resp);
+	t->link.transfer = t;
+	t->multi = m;
+	t->session = s;
 	compat_setmetatable(L, TRANSFER_MT);
 	lua_pushvalue(L, 1);
-	compat_setslot(L, 3, UV_MULTI);
+	compat_setslot(L, 4, UV_MULTI);
+	lua_pushvalue(L, 2);
+	compat_setslot(L, 4, UV_SESSION);
 
-	t->owner = m;
-	t->easy = multi_take_easy(m);
+	t->easy = session_take(s);
 	if (t->easy == NULL) {
-		refuse(L, "%s", "cannot create a curl easy handle");
-	} else if (configure(L, t, encode)) {
-		mrc = curl_multi_add_handle(m->handle, t->easy);
+		fields_refuse(L, "%s", "cannot create a curl easy handle");
+		return NULL; /* the userdata has nothing to free yet */
+	}
+	t->easy->transfer = t;
+	if (configure(L, t)) {
+		mrc = multi_attach(m, t->easy->handle, &t->link);
 		if (mrc == CURLM_OK) {
-			attach(t, m);
-			lua_settop(L, 3);
+			lua_settop(L, 4);
 			return t;
 		}
-		refuse(L, "curl refused the transfer: %s", curl_multi_strerror(mrc));
+		fields_refuse(L, "curl refused the transfer: %s", curl_multi_strerror(mrc));
 	}
-	/* nil and the message are on top; free the handle now rather than at GC. */
+	/* nil and the message are on top; give the handle back now rather than at GC. */
+	t->done = 1; /* never attached: nothing to abort */
 	release(t);
 	return NULL;
 }
@@ -574,109 +389,99 @@ static void set_string(lua_State *L, const char *name, const char *value)
 	lua_setfield(L, -2, name);
 }
 
-static void set_number(lua_State *L, const char *name, lua_Number value)
-{
-	lua_pushnumber(L, value);
-	lua_setfield(L, -2, name);
-}
-
 static void set_integer(lua_State *L, const char *name, lua_Integer value)
 {
 	lua_pushinteger(L, value);
 	lua_setfield(L, -2, name);
 }
 
-static void set_boolean(lua_State *L, const char *name, int value)
-{
-	lua_pushboolean(L, value);
-	lua_setfield(L, -2, name);
-}
-
-/* Nothing can have reached the server after these: DNS, TCP or TLS set-up failed. */
-static int before_request(CURLcode code)
-{
-	switch (code) {
-	case CURLE_UNSUPPORTED_PROTOCOL:
-	case CURLE_URL_MALFORMAT:
-	case CURLE_COULDNT_RESOLVE_PROXY:
-	case CURLE_COULDNT_RESOLVE_HOST:
-	case CURLE_COULDNT_CONNECT:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CERTPROBLEM:
-	case CURLE_SSL_CIPHER:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_ISSUER_ERROR:
-	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-	case CURLE_SSL_INVALIDCERTSTATUS:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-static void push_error(lua_State *L, Transfer *t)
+/*
+ * Did any byte of the request leave? CURLINFO_REQUEST_SIZE counts the
+ * bytes of the request written to the connection (libcurl 7.88 counts
+ * the header block's first write, later ones count everything), the
+ * upload counter the body bytes sent after it. Connect-stage failures (DNS,
+ * TCP, TLS, a proxy's tunnel) write none; whatever fails after a byte of
+ * the request left may have reached the server, whatever curl's code says
+ * (a garbled or HTTP/0.9 answer, a reset, a timeout).
+ */
+static int request_sent(CURL *easy)
 {
 	long request_size = 0;
-	char message[128];
+	curl_off_t uploaded = 0;
 
-	lua_createtable(L, 0, 4);
-	set_integer(L, "curl_code", (lua_Integer)t->code);
-	(void)curl_easy_getinfo(t->easy, CURLINFO_REQUEST_SIZE, &request_size);
-	set_boolean(L, "sent", request_size > 0 && !before_request(t->code));
-	if (t->cancelled) {
-		set_string(L, "kind", "cancelled");
-		set_string(L, "message", "the transfer was cancelled before it finished");
-	} else if (t->resp.stop == STOP_TOO_LARGE || t->code == CURLE_FILESIZE_EXCEEDED) {
-		set_string(L, "kind", "too_large");
-		snprintf(message, sizeof message,
-				"the response body is larger than max_response_bytes (%" CURL_FORMAT_CURL_OFF_T " bytes)",
-				t->resp.max_bytes);
-		set_string(L, "message", message);
-	} else if (t->resp.stop == STOP_NO_MEMORY) {
-		set_string(L, "kind", "too_large");
-		set_string(L, "message", "out of memory while receiving the response");
-	} else if (t->resp.stop == STOP_IO) {
-		set_string(L, "kind", "io");
-		lua_pushfstring(L, "cannot write %s: %s", t->output, strerror(t->io_errno));
-		lua_setfield(L, -2, "message");
-	} else {
-		set_string(L, "kind", t->code == CURLE_OPERATION_TIMEDOUT ? "timeout" : "network");
-		set_string(L, "message", t->errbuf[0] ? t->errbuf : curl_easy_strerror(t->code));
-	}
-	lua_setfield(L, -2, "error");
+	(void)curl_easy_getinfo(easy, CURLINFO_REQUEST_SIZE, &request_size);
+	(void)curl_easy_getinfo(easy, CURLINFO_SIZE_UPLOAD_T, &uploaded);
+	return request_size > 0 || uploaded > 0;
 }
 
-static void push_timing(lua_State *L, CURL *easy)
+/* Sets error = {kind, message, curl_code, sent, advice?} in the table on top. */
+static void push_error(lua_State *L, Transfer *t)
 {
-	curl_off_t us = 0;
-	long version = 0;
-	char *ip = NULL;
+	const Response *r = &t->resp;
+	int sent = request_sent(t->easy->handle);
+	const char *kind = "network", *advice = NULL;
+	char message[CURL_ERROR_SIZE + 128];
 
-	if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK)
-		set_number(L, "time", (lua_Number)us / 1e6);
-	if (curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &us) == CURLE_OK)
-		set_number(L, "connect_time", (lua_Number)us / 1e6);
-	if (curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL && *ip != '\0')
-		set_string(L, "primary_ip", ip);
-	if (curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &version) != CURLE_OK)
-		return;
-	switch (version) {
-	case CURL_HTTP_VERSION_1_0:
-		set_string(L, "http_version", "1.0");
-		break;
-	case CURL_HTTP_VERSION_1_1:
-		set_string(L, "http_version", "1.1");
-		break;
-	case CURL_HTTP_VERSION_2_0:
-		set_string(L, "http_version", "2");
-		break;
-	case CURL_HTTP_VERSION_3:
-		set_string(L, "http_version", "3");
-		break;
-	default:
-		break;
+	if (t->easy->errbuf[0] != '\0')
+		snprintf(message, sizeof message, "%s", t->easy->errbuf);
+	else
+		snprintf(message, sizeof message, "%s", curl_easy_strerror(t->code));
+	if (t->cancelled) {
+		kind = "cancelled";
+		snprintf(message, sizeof message, "the transfer was cancelled before it finished");
+	} else if (t->multi_code != CURLM_OK) {
+		snprintf(message, sizeof message, "libcurl's multi handle failed: %s", curl_multi_strerror(t->multi_code));
+	} else if (r->stop == STOP_TOO_LARGE || t->code == CURLE_FILESIZE_EXCEEDED) {
+		kind = "too_large";
+		snprintf(message, sizeof message,
+				"the response body is larger than max_response_bytes (%" CURL_FORMAT_CURL_OFF_T " bytes)",
+				r->max_bytes);
+	} else if (r->stop == STOP_BUDGET) {
+		kind = "too_large";
+		snprintf(message, sizeof message, "the response bodies held in memory at once would pass"
+				" max_buffered_bytes (%" CURL_FORMAT_CURL_OFF_T " bytes; %lu held by other transfers"
+				" when this one stopped at %" CURL_FORMAT_CURL_OFF_T ")", r->pool_limit,
+				(unsigned long)(*r->pool - r->pooled), r->received);
+		advice = "raise max_buffered_bytes, lower max_in_flight, or ask for fewer or smaller images per request";
+	} else if (r->stop == STOP_NO_MEMORY) {
+		kind = "too_large";
+		snprintf(message, sizeof message, "out of memory while receiving the response"
+				" (after %" CURL_FORMAT_CURL_OFF_T " bytes of body)", r->received);
+		advice = "free memory, or lower max_in_flight or max_buffered_bytes";
+	} else if (r->stop == STOP_IO) {
+		kind = "io"; /* the message, naming the path, is set below */
+	} else if (t->code == CURLE_OUT_OF_MEMORY || (int)t->code == COMPAT_CURLE_TOO_LARGE) {
+		/* libcurl caps what it buffers and says "Out of memory" (or, since 8.6, "too large") when a cap is hit */
+		kind = "too_large";
+		if (!sent) {
+			snprintf(message, sizeof message, "libcurl could not build the request: its header lines"
+					" (%lu bytes) and URL are over libcurl's limit of 1 MiB, or memory ran out",
+					(unsigned long)session_header_bytes(t->session));
+			advice = "check the API key, user_agent, headers and the URL";
+		} else if (r->in_headers) {
+			snprintf(message, sizeof message, "the response has a header line longer than libcurl"
+					" accepts (%d KiB)", CURL_MAX_HTTP_HEADER / 1024);
+			advice = "the server or a proxy sent oversized headers: check base_url and the proxy";
+		} else {
+			snprintf(message, sizeof message, "libcurl ran out of memory while receiving the response");
+			advice = "free memory, or lower max_in_flight or max_buffered_bytes";
+		}
+	} else if (t->code == CURLE_OPERATION_TIMEDOUT) {
+		kind = "timeout";
 	}
+	lua_createtable(L, 0, 5);
+	set_string(L, "kind", kind);
+	if (r->stop == STOP_IO && !t->cancelled && t->multi_code == CURLM_OK)
+		lua_pushfstring(L, "cannot write %s: %s", t->output, strerror(t->io_errno));
+	else
+		lua_pushstring(L, message);
+	lua_setfield(L, -2, "message");
+	set_integer(L, "curl_code", (lua_Integer)t->code);
+	lua_pushboolean(L, sent);
+	lua_setfield(L, -2, "sent");
+	if (advice != NULL)
+		set_string(L, "advice", advice);
+	lua_setfield(L, -2, "error");
 }
 
 /*
@@ -700,24 +505,143 @@ static void account_blobs(lua_State *L, Multi *m, size_t bytes)
 	(void)lua_gc(L, LUA_GCCOLLECT, 0);
 }
 
-static void push_result(lua_State *L, Transfer *t, int decode)
+/* Takes over the header block of t and notes the timings, for the result's lazy fields. */
+static void push_details(lua_State *L, Transfer *t)
 {
-	int failed = t->cancelled || t->code != CURLE_OK || t->resp.stop != STOP_NONE;
+	CURL *easy = t->easy->handle;
+	Details *d = lua_newuserdata(L, sizeof *d);
+	curl_off_t us = 0;
+	char *ip = NULL;
 
-	lua_createtable(L, 0, 12);
-	if (t->resp.status > 0)
-		set_integer(L, "status", t->resp.status);
-	response_push_headers(L, &t->resp);
-	lua_setfield(L, -2, "headers");
-	set_integer(L, "bytes", (lua_Integer)t->resp.received);
-	push_timing(L, t->easy);
+	memset(d, 0, sizeof *d);
+	compat_setmetatable(L, DETAILS_MT);
+	d->headers = t->resp.headers.data;
+	d->len = t->resp.headers.len;
+	t->resp.headers.data = NULL;
+	t->resp.headers.len = t->resp.headers.cap = 0;
+	if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK)
+		d->time = (double)us / 1e6;
+	us = 0;
+	if (curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &us) == CURLE_OK)
+		d->connect_time = (double)us / 1e6;
+	if (curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL)
+		snprintf(d->primary_ip, sizeof d->primary_ip, "%s", ip);
+	if (curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &d->http_version) != CURLE_OK)
+		d->http_version = 0;
+}
+
+/*
+ * The result table: status, bytes, request_id, then error, or body (and
+ * blobs); headers and the timings come from its metatable when first read.
+ */
+static void push_result(lua_State *L, Transfer *t)
+{
+	Response *r = &t->resp;
+	int failed = t->cancelled || t->code != CURLE_OK || r->stop != STOP_NONE;
+	const char *id;
+	size_t len;
+
+	lua_createtable(L, 0, 6);
+	if (r->status > 0)
+		set_integer(L, "status", r->status);
+	set_integer(L, "bytes", (lua_Integer)r->received);
+	id = session_request_id(t->session, r->headers.data, r->headers.len, &len);
+	if (id != NULL) {
+		lua_pushlstring(L, id, len);
+		lua_setfield(L, -2, "request_id");
+	}
 	if (failed) {
 		push_error(L, t);
-	} else if (!response_to_file(&t->resp)) {
-		if (t->resp.extract)
-			account_blobs(L, t->owner, response_push_blobs(L, &t->resp));
-		response_push_body(L, &t->resp, t->decode_json, decode);
+	} else if (!response_to_file(r)) {
+		if (r->x.keylen > 0) {
+			account_blobs(L, t->multi, extract_push_blobs(L, &r->x));
+			lua_setfield(L, -2, "blobs");
+		}
+		response_push_body(L, r);
+		lua_setfield(L, -2, "body");
 	}
+	lua_pushvalue(L, lua_upvalueindex(UP_RESULT_MT));
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	push_details(L, t);
+	lua_rawset(L, lua_upvalueindex(UP_DETAILS));
+}
+
+static const char *http_version_name(long version)
+{
+	switch (version) {
+	case CURL_HTTP_VERSION_1_0:
+		return "1.0";
+	case CURL_HTTP_VERSION_1_1:
+		return "1.1";
+	case CURL_HTTP_VERSION_2_0:
+		return "2";
+	case CURL_HTTP_VERSION_3:
+		return "3";
+	default:
+		return NULL;
+	}
+}
+
+/*
+ * result.headers, .time, .connect_time, .primary_ip, .http_version: built
+ * at the first read (the headers table: its C block is freed then), and
+ * stored in the result, so this runs once per result and field.
+ */
+static int result_index(lua_State *L)
+{
+	const char *key = lua_tostring(L, 2);
+	const char *version;
+	Details *d;
+
+	if (key == NULL || lua_type(L, 2) != LUA_TSTRING)
+		return 0;
+	lua_pushvalue(L, 1);
+	lua_rawget(L, lua_upvalueindex(1));
+	d = lua_touserdata(L, -1); /* the table maps results to Details alone */
+	if (d == NULL)
+		return 0;
+	if (strcmp(key, "headers") == 0) {
+		headers_push(L, d->headers, d->len);
+		free(d->headers);
+		d->headers = NULL;
+		d->len = 0;
+	} else if (strcmp(key, "time") == 0 || strcmp(key, "connect_time") == 0 ||
+			strcmp(key, "primary_ip") == 0 || strcmp(key, "http_version") == 0) {
+		/* the four together: they are read together, by logs */
+		lua_pushnumber(L, (lua_Number)d->time);
+		lua_setfield(L, 1, "time");
+		lua_pushnumber(L, (lua_Number)d->connect_time);
+		lua_setfield(L, 1, "connect_time");
+		if (d->primary_ip[0] != '\0') {
+			lua_pushstring(L, d->primary_ip);
+			lua_setfield(L, 1, "primary_ip");
+		}
+		version = http_version_name(d->http_version);
+		if (version != NULL) {
+			lua_pushstring(L, version);
+			lua_setfield(L, 1, "http_version");
+		}
+		lua_pushvalue(L, 2);
+		lua_rawget(L, 1);
+		return 1;
+	} else {
+		return 0;
+	}
+	lua_pushvalue(L, 2);
+	lua_pushvalue(L, -2);
+	lua_rawset(L, 1);
+	return 1;
+}
+
+static int details_gc(lua_State *L)
+{
+	Details *d = luaL_checkudata(L, 1, DETAILS_MT);
+
+	free(d->headers);
+	d->headers = NULL;
+	d->len = 0;
+	return 0;
 }
 
 /* --- methods -------------------------------------------------------------- */
@@ -740,21 +664,12 @@ static int transfer_result(lua_State *L)
 		return luaL_error(L, "transfer is closed");
 	if (!t->done)
 		return luaL_error(L, "transfer is not finished");
-	push_result(L, t, lua_upvalueindex(1));
+	push_result(L, t);
 	lua_pushvalue(L, -1);
 	compat_setslot(L, 1, UV_RESULT);
 	/* The Lua strings now hold the response; drop the C copies early. */
 	response_free(&t->resp);
 	return 1;
-}
-
-static int transfer_cancel(lua_State *L)
-{
-	Transfer *t = check_transfer(L);
-
-	if (t->easy != NULL)
-		transfer_abort(t);
-	return 0;
 }
 
 static int transfer_close(lua_State *L)
@@ -772,12 +687,11 @@ static int transfer_tostring(lua_State *L)
 	return 1;
 }
 
-void transfer_open(lua_State *L, int decode)
+void transfer_open(lua_State *L)
 {
 	static const luaL_Reg methods[] = {
 		{"done", transfer_done},
 		{"result", transfer_result},
-		{"cancel", transfer_cancel},
 		{"close", transfer_close},
 		{NULL, NULL}
 	};
@@ -787,13 +701,25 @@ void transfer_open(lua_State *L, int decode)
 		{"__tostring", transfer_tostring},
 		{NULL, NULL}
 	};
+	static const luaL_Reg no_methods[] = {
+		{NULL, NULL}
+	};
+	static const luaL_Reg details_metamethods[] = {
+		{"__gc", details_gc},
+		{NULL, NULL}
+	};
 
-	decode = compat_absindex(L, decode);
-	luaL_newmetatable(L, TRANSFER_MT);
+	imgedit_class(L, DETAILS_MT, no_methods, details_metamethods, 0);
+	/* results -> their Details, weak keys: a result takes its details along when it goes */
+	luaL_newmetatable(L, RESULT_MT);
 	lua_newtable(L);
-	lua_pushvalue(L, decode);
-	compat_setfuncs(L, methods, 1);
-	lua_setfield(L, -2, "__index");
-	compat_setfuncs(L, metamethods, 0);
-	lua_pop(L, 1);
+	lua_createtable(L, 0, 1);
+	lua_pushliteral(L, "k");
+	lua_setfield(L, -2, "__mode");
+	lua_setmetatable(L, -2);
+	lua_pushvalue(L, -1);
+	lua_pushcclosure(L, result_index, 1);
+	lua_setfield(L, -3, "__index");
+	/* stack: the result metatable, the details table: the methods' upvalues */
+	imgedit_class(L, TRANSFER_MT, methods, metamethods, 2);
 }

@@ -34,6 +34,7 @@ local OPTIONS = {
   insecure = { type = "boolean" },
   allow_http = { type = "boolean" },
   max_response_bytes = { type = "integer", min = 1, max = 2 ^ 52 },
+  max_buffered_bytes = { type = "integer", min = 1, max = 2 ^ 52 },
   max_in_flight = { type = "integer", min = 1, max = 100000 },
   strict_models = { type = "boolean" },
 }
@@ -117,8 +118,8 @@ function client.new(provider, opts)
 
   local config = {
     timeout = provider.timeout, connect_timeout = 10, max_retries = 2,
-    max_response_bytes = 256 * MIB, max_in_flight = 64, allow_http = false, insecure = false,
-    strict_models = false,
+    max_response_bytes = 256 * MIB, max_buffered_bytes = 1024 * MIB, max_in_flight = 64,
+    allow_http = false, insecure = false, strict_models = false,
     user_agent = ("imgedit/%s (%s)"):format(core.version, core.curl_version:match("^(%S+)") or "libcurl"),
     header_lines = {},
   }

@@ -17,8 +17,8 @@
 --   the canonical encoding (padded, one line, `/` not escaped), which is what
 --   providers send; a value that is not valid base64 reads back as it was
 --   received (escapes undone), less the white space before its first error.
--- - `result.raw.data[i].b64_json` holds a placeholder, `"imgedit-blob:<n>"`,
---   not the base64.
+-- - `result.raw.data[i].b64_json` holds a placeholder, `core.BLOB_PREFIX`
+--   and the blob's number (`"imgedit-blob:<n>"`), not the base64.
 --
 -- A blob's memory is freed when its image is collected. Lua's collector does
 -- not see that memory, so the core runs a full collection whenever the blobs

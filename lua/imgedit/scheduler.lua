@@ -288,9 +288,10 @@ end
 
 -- Waiting primitives ------------------------------------------------------------
 
---- Starts a transfer described by `request` (see `imgedit.core`'s Multi:add).
-function scheduler.start(request)
-  return scheduler.multi():add(request)
+--- Starts a transfer of `session` described by `request` (see
+-- `imgedit.core`'s m:add); returns it, or nil and a message.
+function scheduler.start(session, request)
+  return scheduler.multi():add(session, request)
 end
 
 --- Waits until `transfer` is done and returns its result table.

@@ -6,7 +6,9 @@
 -- when the server said so (429, 503); GETs are safe to resend.
 -- @module imgedit.transport
 
+local core = require("imgedit.core")
 local errors = require("imgedit.errors")
+local json = require("imgedit.json")
 local log = require("imgedit.log")
 local params = require("imgedit.params")
 local scheduler = require("imgedit.scheduler")
@@ -20,6 +22,7 @@ local MAX_UNBOUNDED_WAIT = 60
 --- Redirects followed when downloading a result (CDNs redirect; APIs do not).
 local MAX_REDIRECTS = 5
 
+--- The response headers that carry a request id, in the order they are looked for.
 local REQUEST_ID_HEADERS = { "x-request-id", "x-oneapi-request-id", "request-id", "x-trace-id" }
 
 local MONTHS = { Jan = 1, Feb = 2, Mar = 3, Apr = 4, May = 5, Jun = 6,
@@ -50,15 +53,6 @@ function transport.retry_after(headers)
   return nil
 end
 
---- The request id a response's headers carry, scrubbed of the key (a
--- hostile server could echo it there).
-local function request_id_of(headers)
-  for _, name in ipairs(REQUEST_ID_HEADERS) do
-    if headers[name] then return errors.scrub(headers[name]) end
-  end
-  return nil
-end
-
 --- A short, single-line excerpt of a body that is not the JSON expected
 -- (an HTML page from a proxy, say), for error messages.
 local function excerpt(body)
@@ -73,7 +67,7 @@ end
 --- Turns a non-2xx response into an error (fields from the provider's body).
 local function http_error(res, secret, model)
   local status = res.status
-  local fields = { status = status, request_id = request_id_of(res.headers) }
+  local fields = { status = status, request_id = res.request_id }
   local message
   local body = res.json
   if type(body) == "table" then
@@ -107,8 +101,6 @@ local function http_error(res, secret, model)
   return errors.new(kind, message, fields, secret)
 end
 
---- May this failed attempt be made again?
--- `billed`: the request creates something the account pays for.
 --- curl codes of TLS failures that another attempt cannot mend: the peer's
 -- certificate, or our CA file, is what it is.
 local CERTIFICATE_CODES = {
@@ -117,8 +109,38 @@ local CERTIFICATE_CODES = {
   [77] = true, -- CURLE_SSL_CACERT_BADFILE
   [83] = true, -- CURLE_SSL_ISSUER_ERROR
   [90] = true, -- CURLE_SSL_PINNEDPUBKEYNOTMATCH
+  [91] = true, -- CURLE_SSL_INVALIDCERTSTATUS
 }
 
+local CERTIFICATE_ADVICE = "the server's certificate could not be verified: set ca_file to the PEM file of the CA"
+  .. " that signed it (or fix the system's CA bundle); insecure = true skips the check, for test servers only"
+
+--- What to do about a failed transfer, by curl code (libcurl-errors(3)),
+-- where the advice of its kind says too little. `sent`: whether any byte
+-- of the request left.
+local function curl_advice(code, sent)
+  if CERTIFICATE_CODES[code] then
+    if code == 77 then return "ca_file cannot be used: it must be a readable PEM file of CA certificates" end
+    return CERTIFICATE_ADVICE
+  end
+  if code == 1 or code == 8 then -- CURLE_UNSUPPORTED_PROTOCOL, CURLE_WEIRD_SERVER_REPLY
+    if not sent then return "only http:// and https:// URLs can be used" end
+    return "the answer is not HTTP (a garbled or HTTP/0.9 status line): check that base_url's host and port"
+      .. " are the API's, and the proxy"
+  end
+  if code == 5 then return "the proxy's host name does not resolve: check the proxy option" end
+  if code == 6 then return "the host name does not resolve: check base_url (or the URL) and the DNS" end
+  if code == 7 then return "nothing accepts connections there: check base_url's host and port, and the proxy" end
+  if code == 35 then return "the TLS handshake failed: check that base_url's port speaks https, and the proxy" end
+  if code == 52 then return "the server closed the connection without an answer: retry later" end
+  if code == 18 or code == 55 or code == 56 then
+    return "the connection broke: check the network and the proxy, then retry"
+  end
+  return nil
+end
+
+--- May this failed attempt be made again?
+-- `billed`: the request creates something the account pays for.
 local function may_retry(err, billed, not_sent)
   if CERTIFICATE_CODES[err.curl_code] then return false end
   if billed then
@@ -144,38 +166,89 @@ local function is_redirect(res)
 end
 
 --- The error of one attempt, or nil when it succeeded; the second value is
--- true when the request surely never reached the server.
+-- true when the request surely never reached the server: not one byte of
+-- it left (the core tells, from what curl wrote), so a DNS, connect or TLS
+-- failure, and never a failure after the request went out, whatever came
+-- back (a garbled status line, an HTTP/0.9 answer, a reset).
 local function classify(res, spec, secret)
   if res.error then
     local e = res.error
-    return errors.new(e.kind, e.message, { curl_code = e.curl_code }, secret), not e.sent
+    return errors.new(e.kind, e.message, { curl_code = e.curl_code,
+      advice = e.advice or curl_advice(e.curl_code, e.sent) }, secret), not e.sent
   end
   if is_redirect(res) and not spec.download then
     -- never followed: the request carries the key
     return errors.new("api", ("the API answered with a redirect (HTTP %d) to %s; API requests are not redirected"
       .. " because they carry the key: set base_url to the final address")
       :format(res.status, tostring(res.headers.location)), { status = res.status,
-      request_id = request_id_of(res.headers) }, secret)
+      request_id = res.request_id }, secret)
   end
   if spec.any_status then return nil end
   if res.status >= 400 then return http_error(res, secret, spec.model) end
   if spec.decode and res.json == nil then
     return errors.new("decode", ("the response is not valid JSON (%s)"):format(res.decode_error or "empty body"),
-      { status = res.status, request_id = request_id_of(res.headers) })
+      { status = res.status, request_id = res.request_id })
   end
   return nil
+end
+
+--- Sets `res.json`, or `res.decode_error`, from the body of a response.
+local function decode(res)
+  if res.body == nil then return end
+  local value, problem = json.decode(res.body)
+  if value == nil then res.decode_error = problem else res.json = value end
+end
+
+-- Sessions (imgedit.core's prepared requests): one per client for its API
+-- requests, with the key and the client's headers, and one for downloads,
+-- without either; made at the first request of each kind.
+local sessions = setmetatable({}, { __mode = "k" }) -- client -> { api = session, download = session }
+
+local function names_header(lines, name)
+  local prefix = name:lower() .. ":"
+  for _, line in ipairs(lines) do
+    if line:sub(1, #prefix):lower() == prefix then return true end
+  end
+  return false
+end
+
+local function session_of(client, purpose, secret)
+  local kept = sessions[client]
+  if not kept then
+    kept = {}
+    sessions[client] = kept
+  end
+  if kept[purpose] then return kept[purpose] end
+  local cfg = client.config
+  local lines = {}
+  if purpose == "api" then
+    lines = { "Authorization: Bearer " .. secret, "Accept: application/json" }
+    for _, line in ipairs(cfg.header_lines) do lines[#lines + 1] = line end
+    if not names_header(cfg.header_lines, "content-type") then lines[#lines + 1] = "Content-Type: application/json" end
+  end
+  if not (purpose == "api" and names_header(cfg.header_lines, "user-agent")) then
+    lines[#lines + 1] = "User-Agent: " .. cfg.user_agent
+  end
+  local session, problem = core.session({
+    headers = lines, connect_timeout = cfg.connect_timeout, proxy = cfg.proxy, ca_file = cfg.ca_file,
+    insecure = cfg.insecure, max_response_bytes = cfg.max_response_bytes,
+    max_buffered_bytes = cfg.max_buffered_bytes, request_id_headers = REQUEST_ID_HEADERS,
+  })
+  if not session then return nil, problem end
+  kept[purpose] = session
+  return session
 end
 
 --- Performs one request of `client` with retries.
 --
 -- `spec` fields: method, url, json | body, auth (send the key and the
 -- client's headers), billed (a POST that costs money), decode (JSON
--- expected), extract ("b64_json": the core decodes those values into
--- `res.blobs` as they arrive, see imgedit.result), output (stream the body
--- to this path), deadline (absolute, scheduler.now()), download (a result:
--- no key, redirects followed, limits for large bodies), model (named in a
--- permission error), max_attempts (instead of the client's), any_status
--- (every HTTP answer is returned, none is an error).
+-- expected: `res.json`), extract (a JSON key, "b64_json": the core decodes
+-- its values into `res.blobs` as they arrive, see imgedit.result), output
+-- (stream the body to this path), deadline (absolute, scheduler.now()),
+-- download (a result: no key, redirects followed, limits for large bodies),
+-- model (named in a permission error), max_attempts (instead of the
+-- client's), any_status (every HTTP answer is returned, none is an error).
 --
 -- Returns the result table of the last attempt, with `request_id` and
 -- `attempts`, or nil and an error.
@@ -187,15 +260,23 @@ function transport.request(client, spec)
   local redirects = 0
   local attempt = 0
 
-  local headers = {}
-  if spec.auth then
-    if not secret or secret == "" then
-      return nil, errors.new("auth", ("no API key: pass api_key to imgedit.client(%q, ...) or set %s")
-        :format(client.provider.name, client.provider.env.api_key), { attempts = 0 })
+  if spec.auth and (not secret or secret == "") then
+    return nil, errors.new("auth", ("no API key: pass api_key to imgedit.client(%q, ...) or set %s")
+      :format(client.provider.name, client.provider.env.api_key), { attempts = 0 })
+  end
+  local session, session_problem = session_of(client, spec.auth and "api" or "download", secret)
+  if not session then
+    return nil, errors.new("invalid_request", "cannot prepare this client's requests: " .. session_problem,
+      { attempts = 0 }, secret)
+  end
+  local body = spec.body
+  if spec.json ~= nil then
+    local problem
+    body, problem = json.encode(spec.json)
+    if not body then
+      return nil, errors.new("invalid_request", "cannot encode request body as JSON: " .. tostring(problem),
+        { attempts = 0 }, secret)
     end
-    headers[#headers + 1] = "Authorization: Bearer " .. secret
-    headers[#headers + 1] = "Accept: application/json"
-    for _, line in ipairs(cfg.header_lines) do headers[#headers + 1] = line end
   end
   local base_timeout, low_speed_limit, low_speed_time = cfg.timeout, nil, nil
   if spec.download then
@@ -230,17 +311,9 @@ function transport.request(client, spec)
 
     local slots = client.state.slots
     slots.acquire()
-    local transfer, add_problem = scheduler.start({
-      method = spec.method, url = url, headers = headers,
-      json = spec.json, body = spec.body,
-      decode = spec.decode and "json" or nil,
-      extract = spec.extract,
-      output = spec.output,
-      timeout = timeout, connect_timeout = cfg.connect_timeout,
-      low_speed_limit = low_speed_limit, low_speed_time = low_speed_time,
-      max_response_bytes = cfg.max_response_bytes,
-      proxy = cfg.proxy, ca_file = cfg.ca_file, insecure = cfg.insecure,
-      user_agent = cfg.user_agent,
+    local transfer, add_problem = scheduler.start(session, {
+      method = spec.method, url = url, body = body, extract = spec.extract, output = spec.output,
+      timeout = timeout, low_speed_limit = low_speed_limit, low_speed_time = low_speed_time,
     })
     if not transfer then
       slots.release()
@@ -249,11 +322,16 @@ function transport.request(client, spec)
     local res = scheduler.await(transfer)
     transfer:close()
     slots.release()
+    -- a hostile server could echo the key in a request id
+    if res.request_id then res.request_id = errors.scrub(res.request_id) end
+    if spec.decode then decode(res) end
 
     local err, not_sent = classify(res, spec, secret)
-    log.attempt({ method = spec.method, url = url, status = res.status, bytes = res.bytes,
-                  time = res.time, attempt = attempt, max_attempts = max_attempts,
-                  error = err and err.message })
+    if log.enabled() then
+      log.attempt({ method = spec.method, url = url, status = res.status, bytes = res.bytes,
+                    time = res.time, attempt = attempt, max_attempts = max_attempts,
+                    error = err and err.message })
+    end
 
     if not err and is_redirect(res) then
       -- a download moved: follow it (no key is ever sent to a result host)
@@ -268,7 +346,6 @@ function transport.request(client, spec)
       url = target
       attempt = attempt - 1
     elseif not err then
-      res.request_id = request_id_of(res.headers)
       res.attempts = attempt
       return res
     else

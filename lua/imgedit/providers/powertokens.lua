@@ -9,6 +9,7 @@
 -- code (see `imgedit.providers` for the descriptor's fields).
 -- @module imgedit.providers.powertokens
 
+local core = require("imgedit.core")
 local errors = require("imgedit.errors")
 local file = require("imgedit.file")
 local log = require("imgedit.log")
@@ -157,8 +158,9 @@ local function read_image(i, entry, blobs, res)
       { status = res.status, request_id = res.request_id })
   end
   local b64 = type(entry.b64_json) == "string" and entry.b64_json ~= "" and entry.b64_json or nil
-  -- an extracted value: its placeholder names the blob that holds it
-  local blob = b64 and blobs[tonumber(b64:match("^imgedit%-blob:(%d+)$"))]
+  -- an extracted value: its placeholder (core.BLOB_PREFIX .. n) names the blob that holds it
+  local prefix = core.BLOB_PREFIX
+  local blob = b64 and b64:sub(1, #prefix) == prefix and blobs[tonumber(b64:sub(#prefix + 1), 10)]
   return {
     url = type(entry.url) == "string" and entry.url ~= "" and entry.url or nil,
     b64_json = not blob and b64 or nil, blob = blob,

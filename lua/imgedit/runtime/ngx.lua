@@ -92,7 +92,8 @@ end
 function M.perform(loop)
   local multi = loop:multi()
   M.stats.performs = M.stats.performs + 1
-  local now_running = multi:perform()
+  -- nil when the multi handle failed: its transfers are then done, with that error
+  local now_running = multi:perform() or 0
   if now_running ~= running then
     running = now_running
     generation = generation + 1
@@ -123,7 +124,7 @@ function M.wait(loop, seconds)
     end
     delay = math.min(delay, state.step)
     local curl_next = multi:timeout()
-    if curl_next >= 0 then delay = math.min(delay, curl_next) end
+    if curl_next and curl_next >= 0 then delay = math.min(delay, curl_next) end
   else
     steps[co] = nil
   end
