@@ -1,6 +1,6 @@
 /*
- * imgedit.core: HTTP transfers on the libcurl multi interface, base64 and a
- * monotonic clock, for the Lua layer in lua/imgedit/.
+ * imgedit.core: HTTP transfers on the libcurl multi interface, base64, a
+ * monotonic clock and file operations (fs), for the Lua layer in lua/imgedit/.
  */
 #include "imgedit.h"
 
@@ -67,5 +67,6 @@ int luaopen_imgedit_core(lua_State *L)
 	transfer_open(L, decode);
 	codec_open(L, mod);
 	blob_open(L);
+	fs_open(L, mod);
 	return 1;
 }

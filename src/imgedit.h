@@ -78,6 +78,13 @@ IMGEDIT_INTERNAL void multi_open(lua_State *L, int mod, int encode);
 IMGEDIT_INTERNAL void transfer_open(lua_State *L, int decode);
 IMGEDIT_INTERNAL void codec_open(lua_State *L, int mod);
 IMGEDIT_INTERNAL void blob_open(lua_State *L);
+IMGEDIT_INTERNAL void fs_open(lua_State *L, int mod);
+
+/*
+ * Writes len bytes to path (fs.c): created or truncated, a FIFO without a
+ * reader refused at once, SIGPIPE turned into EPIPE. 0, or an errno value.
+ */
+IMGEDIT_INTERNAL int fs_write_file(const char *path, const char *data, size_t len);
 
 /* base64 (codec.c), also used by response.c and blob.c. */
 enum { B64_INVALID = 64, B64_SPACE, B64_PAD };
