@@ -16,6 +16,7 @@
 
 local cjson = require("cjson")
 local imgedit = require("imgedit")
+local file = require("imgedit.file")
 local gallery = require("imgedit.cli.gallery")
 local job = require("imgedit.cli.job")
 local journal = require("imgedit.cli.journal")
@@ -26,7 +27,7 @@ local providers = require("imgedit.providers")
 local batch = {}
 
 --- Extensions `result:save_all` gives images.
-local EXTENSIONS = { ".png", ".jpg", ".webp", ".gif", ".bmp", ".bin" }
+local EXTENSIONS = file.EXTENSIONS
 
 --- Errors after which a resumed task is not worth polling again: with
 -- --retry-failed, its job is submitted anew.

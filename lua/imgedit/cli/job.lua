@@ -8,6 +8,7 @@
 -- @module imgedit.cli.job
 
 local imgedit = require("imgedit")
+local file = require("imgedit.file")
 local output = require("imgedit.cli.output")
 local providers = require("imgedit.providers")
 
@@ -27,15 +28,8 @@ local function is_remote(value)
   return value:match("^[Hh][Tt][Tt][Pp][Ss]?://") ~= nil or value:match("^data:") ~= nil
 end
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if not f then return false end
-  -- a directory opens, but reading it fails (an empty file reads nil too,
-  -- without a message: the library reports it better)
-  local data, problem = f:read(1)
-  f:close()
-  return data ~= nil or problem == nil
-end
+-- a regular file only: opening a FIFO to look at it would block
+local readable = file.readable
 
 --- The providers that take local files, for advice.
 local function file_takers()
