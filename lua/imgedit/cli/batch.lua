@@ -228,6 +228,8 @@ function batch.run(opts)
 
   local ctx = {
     client = opts.client, display = display, output = dir, timeout = opts.timeout,
+    -- the files the journal says this batch wrote are its own: replaced, not renamed around
+    overwrite = opts.overwrite or function(path) return book:owns(path) end,
     on_submitted = function(j, task)
       journal_write(book:submitted(j.key, j.spec, task.id))
     end,

@@ -262,10 +262,17 @@ function job.run(j, ctx)
     if not result then return nil, err end
   end
   display:update(key, { status = "saving" })
-  local files, save_err = result:save_all(ctx.output, j.name)
+  -- never over a file this command did not write, unless ctx.overwrite says so
+  local files, taken = result:save_all(ctx.output, j.name, { overwrite = ctx.overwrite or false })
   if not files then
+    local save_err = taken
     if type(save_err) == "table" then save_err.task_id = save_err.task_id or task_id end
     return nil, save_err
+  end
+  for i, name in pairs(taken) do
+    -- on standard error even with --progress none: a file went elsewhere than its name says
+    display:print(("imgedit: %s already exists and is kept: this image is saved as %s (--overwrite replaces"
+      .. " existing files)"):format(name, files[i]))
   end
   return {
     files = output.array(files), urls = urls_of(result), task_id = task_id, model = result.model,

@@ -30,7 +30,7 @@ Journal.__index = Journal
 -- what it holds. Returns the journal, or nil and a message.
 function journal.open(dir)
   local path = dir:gsub("/+$", "") .. "/" .. journal.NAME
-  local self = setmetatable({ path = path, state = {}, skipped_lines = 0 }, Journal)
+  local self = setmetatable({ path = path, state = {}, owned = {}, skipped_lines = 0 }, Journal)
   local existing = io.open(path, "rb")
   local text = ""
   if existing then
@@ -70,6 +70,9 @@ function Journal:_apply(entry)
     state.task_id, state.done, state.failed = entry.task_id, nil, nil
   elseif entry.event == "done" and type(entry.files) == "table" then
     state.done, state.failed = entry.files, nil
+    for _, path in ipairs(entry.files) do
+      if type(path) == "string" then self.owned[path] = true end
+    end
   elseif entry.event == "failed" then
     state.failed = entry.kind or true
   end
@@ -79,6 +82,12 @@ end
 -- failed = kind}`, or nil.
 function Journal:get(key)
   return self.state[key]
+end
+
+--- Whether the journal says this batch wrote the file at `path` (then it
+-- may be replaced).
+function Journal:owns(path)
+  return self.owned[path] == true
 end
 
 --- Appends an entry and flushes it.
