@@ -49,7 +49,8 @@ build = {
   type = "builtin",
   modules = {
     ["imgedit.core"] = {
-      sources = { "src/core.c", "src/multi.c", "src/transfer.c", "src/response.c", "src/blob.c", "src/codec.c" },
+      sources = { "src/core.c", "src/multi.c", "src/transfer.c", "src/response.c", "src/blob.c", "src/codec.c",
+                  "src/fs.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },
