@@ -1,5 +1,8 @@
 -- Results: saving images from the CDN or from base64, without leaking the key.
+local cjson = require("cjson")
+local core = require("imgedit.core")
 local helpers = require("spec.helpers")
+local hostile = require("spec.support.hostile")
 
 local SEED_URL = "https://example.com/portrait.jpg"
 
@@ -108,6 +111,66 @@ describe("results", function()
       assert.equal(1, #paths)
       assert.equal(dir .. "/", paths[1]:sub(1, #dir + 1))
       assert.is_nil(paths[1]:sub(#dir + 2):find("/", 1, true))
+    end)
+  end)
+
+  describe("bytes that are not an image", function()
+    local server
+
+    setup(function() server = hostile.start() end)
+    teardown(function() server:stop() end)
+    before_each(function() server:reset() end)
+
+    --- A powertokens result whose one image is `url`.
+    local function result_with(url)
+      m:faults({ { path = "/powertokens/v1/images/edits", status = 200,
+        body = cjson.encode({ created = 1, data = { { url = url } } }) } })
+      return assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL } }))
+    end
+
+    --- Saves the image with save and with save_all; both must fail with a
+    -- decode error that matches `pattern`, and leave the directory empty.
+    local function refused(result, pattern)
+      local ok, err = result.images[1]:save(dir .. "/x.png")
+      assert.is_nil(ok)
+      assert.equal("decode", err.kind)
+      assert.matches(pattern, err.message)
+      local paths, all_err = result:save_all(dir, "all")
+      assert.is_nil(paths)
+      assert.equal("decode", all_err.kind)
+      assert.same({}, helpers.ls(dir))
+      local bytes, bytes_err = result.images[1]:bytes()
+      assert.is_nil(bytes)
+      assert.equal("decode", bytes_err.kind)
+      return err
+    end
+
+    it("an HTML page served with 200 for an image URL is a decode error, and nothing is kept", function()
+      local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL } }))
+      m:faults({ { listener = "cdn", kind = "html", status = 200, times = 10 } })
+      local err = refused(result, "is not an image, served as text/html: it starts with \"<html><head><tit\"")
+      assert.equal(200, err.status)
+      assert.equal(result.images[1].url, err.url)
+    end)
+
+    it("bytes that are not an image are a decode error even under an image Content-Type", function()
+      server:rules({ { path = "/img.png", headers = { { "Content-Type", "image/png" } },
+        body = '{"error": "this link has expired"}' } })
+      refused(result_with(server.url .. "/img.png"),
+        'is not an image, served as image/png: it starts with "{"error": "this "')
+    end)
+
+    it("a text/* Content-Type is a decode error even when the bytes start like an image", function()
+      server:rules({ { path = "/img.png", headers = { { "Content-Type", "text/plain; charset=utf-8" } },
+        body_base64 = core.base64_encode(helpers.png(3)) } })
+      refused(result_with(server.url .. "/img.png"), "is served as text/plain, not as an image")
+    end)
+
+    it("a base64 image that decodes to something else is a decode error", function()
+      m:faults({ { path = "/powertokens/v1/images/edits", status = 200, body = cjson.encode({ created = 1,
+        data = { { b64_json = core.base64_encode("<!doctype html><p>quota exceeded</p>") } } }) } })
+      local result = assert(helpers.pt(m):edit({ prompt = "p", images = { SEED_URL }, response_format = "b64_json" }))
+      refused(result, 'its b64_json is not an image: it starts with "<!doctype html><"')
     end)
   end)
 end)

@@ -68,6 +68,40 @@ helpers.ROOT = (function()
   return (dir:gsub("/%./", "/"):gsub("/$", ""))
 end)()
 
+--- Runs this checkout's bin/imgedit with `args` against emulator `m` (its
+-- URLs and the key in the environment; nil: none), with the module paths of
+-- this process so that the child loads the same build. `opts`: `env` (more
+-- variables; false unsets one), `shell` (commands run first in the same
+-- shell: a ulimit, a trap), `timeout` (seconds, default 60). Standard input
+-- is /dev/null. Returns {status, out, err}.
+function helpers.imgedit(m, args, opts)
+  opts = opts or {}
+  local env = {
+    FOXAPI_API_KEY = helpers.KEY, POWERTOKENS_API_KEY = helpers.KEY,
+    FOXAPI_BASE_URL = m and m.foxapi or false, POWERTOKENS_BASE_URL = m and m.powertokens or false,
+    LUA_PATH = package.path, LUA_CPATH = package.cpath, IMGEDIT_LOG = false,
+  }
+  for k, v in pairs(opts.env or {}) do env[k] = v end
+  -- env(1) takes its -u options before the assignments
+  local unset, set = {}, {}
+  for k, v in pairs(env) do
+    if v == false then unset[#unset + 1] = "-u " .. k else set[#set + 1] = k .. "=" .. helpers.shell_quote(v) end
+  end
+  local words = { "env", table.concat(unset, " "), table.concat(set, " ") }
+  words[#words + 1] = ("timeout -k 5 %d %s %s"):format(opts.timeout or 60, helpers.LUA,
+    helpers.shell_quote(helpers.ROOT .. "/bin/imgedit"))
+  for _, a in ipairs(args) do words[#words + 1] = helpers.shell_quote(a) end
+  local out, err = os.tmpname(), os.tmpname()
+  local p = assert(io.popen(("%s %s </dev/null >%s 2>%s; echo $?"):format(opts.shell or "",
+    table.concat(words, " "), helpers.shell_quote(out), helpers.shell_quote(err))))
+  local status = tonumber(p:read("*a"):match("(%d+)%s*$"))
+  p:close()
+  local result = { status = status, out = helpers.read(out) or "", err = helpers.read(err) or "" }
+  os.remove(out)
+  os.remove(err)
+  return result
+end
+
 --- A loopback port with nothing listening on it: the kernel's pick for
 -- port 0, bound, then closed.
 function helpers.free_port()

@@ -8,7 +8,6 @@
  * blob (or let its result go) when its bytes are no longer needed;
  * transfer.c makes up for it with a full collection now and then.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -135,39 +134,28 @@ static int blob_base64(lua_State *L)
 	return 1;
 }
 
-/* b:write(path): the decoded bytes to a new file; true, or nil and a message. */
+/*
+ * b:write(path): the decoded bytes to path (fs_write_file: a file, or a
+ * device or FIFO written directly); true, or nil and a message.
+ */
 static int blob_write(lua_State *L)
 {
 	Blob *b = check_open(L);
 	size_t len;
 	const char *path = luaL_checklstring(L, 2, &len);
-	FILE *f;
-	int failed, saved;
+	int err;
 
 	if (b->invalid)
 		return push_invalid(L, b);
-	/* fopen would stop at the NUL and write to another file */
 	if (strlen(path) != len) {
 		lua_pushnil(L);
-		lua_pushliteral(L, "cannot write the image: its path contains a NUL byte");
+		lua_pushliteral(L, "the path contains a NUL byte");
 		return 2;
 	}
-	f = fopen(path, "wb");
-	if (f == NULL) {
-		saved = errno;
+	err = fs_write_file(path, b->data != NULL ? b->data : "", b->len);
+	if (err != 0) {
 		lua_pushnil(L);
-		lua_pushfstring(L, "cannot write %s: %s", path, strerror(saved));
-		return 2;
-	}
-	failed = b->len > 0 && fwrite(b->data, 1, b->len, f) != b->len;
-	saved = errno;
-	if (fclose(f) != 0 && !failed) {
-		failed = 1;
-		saved = errno;
-	}
-	if (failed) {
-		lua_pushnil(L);
-		lua_pushfstring(L, "cannot write %s: %s", path, strerror(saved));
+		lua_pushfstring(L, "cannot write %s: %s", path, strerror(err));
 		return 2;
 	}
 	lua_pushboolean(L, 1);

@@ -1,8 +1,8 @@
 /*
- * imgedit.core: HTTP transfers on the libcurl multi interface, base64 and a
- * monotonic clock, for the Lua layer in lua/imgedit/. JSON is not the
- * core's business: the Lua layer encodes request bodies and decodes
- * responses (imgedit.json).
+ * imgedit.core: HTTP transfers on the libcurl multi interface, base64, a
+ * monotonic clock and file operations (fs), for the Lua layer in
+ * lua/imgedit/. JSON is not the core's business: the Lua layer encodes
+ * request bodies and decodes responses (imgedit.json).
  */
 #include <string.h>
 #include <time.h>
@@ -198,6 +198,7 @@ int luaopen_imgedit_core(lua_State *L)
 	transfer_open(L);
 	codec_open(L, mod);
 	blob_open(L);
+	fs_open(L, mod);
 	lua_settop(L, mod);
 	return 1;
 }

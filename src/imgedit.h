@@ -70,6 +70,7 @@ IMGEDIT_INTERNAL void session_open(lua_State *L, int mod);
 IMGEDIT_INTERNAL void transfer_open(lua_State *L);
 IMGEDIT_INTERNAL void codec_open(lua_State *L, int mod);
 IMGEDIT_INTERNAL void blob_open(lua_State *L);
+IMGEDIT_INTERNAL void fs_open(lua_State *L, int mod);
 
 /* --- fields.c --------------------------------------------------------------- */
 
@@ -171,6 +172,12 @@ typedef struct Multi {
  */
 IMGEDIT_INTERNAL CURLMcode multi_attach(Multi *m, CURL *easy, MultiLink *link);
 IMGEDIT_INTERNAL void multi_detach(Multi *m, CURL *easy, MultiLink *link);
+
+/*
+ * Writes len bytes to path (fs.c): created or truncated, a FIFO without a
+ * reader refused at once, SIGPIPE turned into EPIPE. 0, or an errno value.
+ */
+IMGEDIT_INTERNAL int fs_write_file(const char *path, const char *data, size_t len);
 
 /* --- session.c -------------------------------------------------------------- */
 

@@ -242,6 +242,9 @@
 ---@class imgedit.SaveOptions
 ---@field timeout number? seconds for the whole save, retries included
 
+---@class imgedit.SaveAllOptions: imgedit.SaveOptions
+---@field overwrite (boolean|fun(path: string): boolean)? replace existing files (default true); false: take the next free name
+
 ---@class imgedit.Image
 ---@field url string? on the provider's CDN; expires after 24 hours
 ---@field b64_json string? the image, base64
@@ -272,11 +275,11 @@ function Image:bytes(opts) end
 local Result = {}
 
 ---Saves every image into `dir` as `<prefix>-<n>.<ext>`.
----@param dir string an existing directory
+---@param dir string an existing directory ("." for the current one)
 ---@param prefix string? default: the task or request id
----@param opts imgedit.SaveOptions?
+---@param opts imgedit.SaveAllOptions?
 ---@return string[]? paths
----@return imgedit.Error? err
+---@return table<integer, string>|imgedit.Error taken the names taken by files that were kept (by position in paths), or err
 function Result:save_all(dir, prefix, opts) end
 
 ---@class imgedit.Task

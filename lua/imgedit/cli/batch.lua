@@ -15,7 +15,9 @@
 -- @module imgedit.cli.batch
 
 local cjson = require("cjson")
+local errors = require("imgedit.errors")
 local imgedit = require("imgedit")
+local file = require("imgedit.file")
 local gallery = require("imgedit.cli.gallery")
 local job = require("imgedit.cli.job")
 local journal = require("imgedit.cli.journal")
@@ -26,7 +28,7 @@ local providers = require("imgedit.providers")
 local batch = {}
 
 --- Extensions `result:save_all` gives images.
-local EXTENSIONS = { ".png", ".jpg", ".webp", ".gif", ".bmp", ".bin" }
+local EXTENSIONS = file.EXTENSIONS
 
 --- Errors after which a resumed task is not worth polling again: with
 -- --retry-failed, its job is submitted anew.
@@ -128,8 +130,12 @@ end
 local FIX_LINE = { invalid_request = true, api = true, not_found = true }
 local TRANSIENT = { network = true, timeout = true, server = true, rate_limited = true, decode = true }
 
-local function advice(j, err)
+local function advice(j, err, unjournaled, dir)
   if type(err) ~= "table" then return nil end
+  if err.task_id and unjournaled[j.key] == err.task_id then
+    return ("its task %s is not in the journal, which could not be written: a new run would submit it again;"
+      .. " follow it with: imgedit task %s --wait -o %s"):format(err.task_id, err.task_id, dir)
+  end
   if DEAD[err.kind] and err.task_id then
     return ("its task %s %s; run again with --retry-failed to submit it again (billed again)")
       :format(tostring(err.task_id), err.kind == "cancelled" and "was cancelled" or
@@ -221,26 +227,45 @@ function batch.run(opts)
       :format(resumed, resumed == 1 and "" or "s", book.path))
   end
 
+  -- A journal that cannot be written stops every submission not yet made:
+  -- a task it cannot record would be paid for again by the next run.
+  local unjournaled, not_submitted, reported = {}, 0, false
   local function journal_write(ok, message)
-    if not ok then display:log(message) end
+    if not ok and not reported then
+      reported = true
+      display:log(message .. "; no more jobs are submitted")
+    end
+  end
+  local function refused(j)
+    not_submitted = not_submitted + 1
+    return nil, errors.new("io", ("%s: not submitted: %s"):format(j.key, book:broken()))
   end
 
   local ctx = {
     client = opts.client, display = display, output = dir, timeout = opts.timeout,
+    -- the files the journal says this batch wrote are its own: replaced, not renamed around
+    overwrite = opts.overwrite or function(path) return book:owns(path) end,
     on_submitted = function(j, task)
-      journal_write(book:submitted(j.key, j.spec, task.id))
+      local ok, message = book:submitted(j.key, j.spec, task.id)
+      if not ok then unjournaled[j.key] = task.id end
+      journal_write(ok, message)
     end,
   }
+
+  local function attempt(j)
+    if book:broken() and not j.resume then return refused(j) end
+    return job.run(j, ctx)
+  end
 
   local function run_one(j)
     local started = display.now()
     album:started(j)
-    local result, run_err = job.run(j, ctx)
+    local result, run_err = attempt(j)
     if not result and j.resume and opts.retry_failed and type(run_err) == "table" and DEAD[run_err.kind] then
       display:log(("%s: resumed task %s: %s; submitting it again (--retry-failed)")
         :format(j.key, j.resume, run_err.kind))
       j.resume = nil
-      result, run_err = job.run(j, ctx)
+      result, run_err = attempt(j)
     end
     if result then
       journal_write(book:done(j.key, j.spec, result.files))
@@ -250,7 +275,8 @@ function batch.run(opts)
         type(run_err) == "table" and run_err.kind or "internal"))
       display:finish(j.key, "failed", output.error_text(run_err))
     end
-    album:finished(j, result or { error = run_err, hint = advice(j, run_err) }, display.now() - started)
+    album:finished(j, result or { error = run_err, hint = advice(j, run_err, unjournaled, dir) },
+      display.now() - started)
     if opts.json then
       local line = { job = j.key, line = j.line, ok = result ~= nil, provider = j.provider, op = j.op }
       if result then
@@ -258,7 +284,7 @@ function batch.run(opts)
       else
         line.error = output.error_fields(run_err)
         line.task_id = type(run_err) == "table" and run_err.task_id or nil
-        line.hint = advice(j, run_err)
+        line.hint = advice(j, run_err, unjournaled, dir)
       end
       display:print(output.encode(line), io.stdout)
     elseif result then
@@ -303,6 +329,7 @@ function batch.run(opts)
       file = opts.file, jobs = #jobs, completed = completed, resumed = resumed_done, skipped = skipped,
       failed = failed, seconds = math.floor(elapsed * 1000 + 0.5) / 1000, journal = book.path,
       gallery = album.page,
+      journal_error = book:broken(), not_submitted = not_submitted,
     } })
   else
     local lines = {}
@@ -313,16 +340,22 @@ function batch.run(opts)
       if not o.ok then
         local j = jobs[i]
         lines[#lines + 1] = ("  failed %s (line %d): %s"):format(j.key, j.line, output.error_text(o.err))
-        local hint = advice(j, o.err)
+        local hint = advice(j, o.err, unjournaled, dir)
         if hint then lines[#lines + 1] = "    " .. hint end
       end
     end
-    if failed > 0 then lines[#lines + 1] = "journal: " .. book.path end
+    if book:broken() then
+      lines[#lines + 1] = ("journal: %s; %d job%s not submitted. Fix that (disk space, permissions), then run the"
+        .. " same command again: jobs whose outputs exist are skipped"):format(book:broken(), not_submitted,
+        not_submitted == 1 and " was" or "s were")
+    elseif failed > 0 then
+      lines[#lines + 1] = "journal: " .. book.path
+    end
     if album.page then lines[#lines + 1] = "gallery: " .. album.page end
     io.stdout:write(table.concat(lines, "\n"), "\n")
     io.stdout:flush()
   end
-  return failed == 0 and 0 or 1
+  return (failed == 0 and not book:broken()) and 0 or 1
 end
 
 return batch

@@ -74,6 +74,8 @@ local function add_common(cmd)
   cmd:group("Output",
     cmd:option("-o --output", "Directory for the images (created if missing).", "."):argname("<dir>"),
     cmd:flag("--json", "Machine-readable output: JSON lines on standard output."),
+    cmd:flag("--overwrite", "Replace existing files of the same names (by default a file imgedit did not"
+      .. " write is kept, and the image takes the next free name, DIR/NAME-1.1.png, ...)."),
     cmd:option("--progress", "Progress on standard error: auto (live lines on a terminal, plain log"
       .. " lines otherwise), tty, plain or none.", "auto")
       :choices({ "auto", "tty", "plain", "none" }):argname("<mode>"))
@@ -306,7 +308,7 @@ local function context(args)
   local imgedit = require("imgedit")
   local clients = {}
   local ctx = {
-    output = args.output, timeout = args.timeout,
+    output = args.output, timeout = args.timeout, overwrite = args.overwrite == true,
     progress_mode = progress.choose(args.progress),
   }
   function ctx.prepare(provider)
@@ -369,6 +371,7 @@ local function dispatch(args)
     return require("imgedit.cli.batch").run({
       file = args.file, output = args.output, concurrency = args.concurrency, provider = args.provider,
       retry_failed = args.retry_failed, timeout = args.timeout, json = args.json,
+      overwrite = args.overwrite == true or nil,
       progress = ctx.progress_mode, client = ctx.client, check_key = ctx.prepare,
     })
   end

@@ -8,6 +8,7 @@
 -- @module imgedit.cli.job
 
 local imgedit = require("imgedit")
+local file = require("imgedit.file")
 local output = require("imgedit.cli.output")
 local providers = require("imgedit.providers")
 
@@ -27,15 +28,8 @@ local function is_remote(value)
   return value:match("^[Hh][Tt][Tt][Pp][Ss]?://") ~= nil or value:match("^data:") ~= nil
 end
 
-local function readable(path)
-  local f = io.open(path, "rb")
-  if not f then return false end
-  -- a directory opens, but reading it fails (an empty file reads nil too,
-  -- without a message: the library reports it better)
-  local data, problem = f:read(1)
-  f:close()
-  return data ~= nil or problem == nil
-end
+-- a regular file only: opening a FIFO to look at it would block
+local readable = file.readable
 
 --- The providers that take local files, for advice.
 local function file_takers()
@@ -268,10 +262,17 @@ function job.run(j, ctx)
     if not result then return nil, err end
   end
   display:update(key, { status = "saving" })
-  local files, save_err = result:save_all(ctx.output, j.name)
+  -- never over a file this command did not write, unless ctx.overwrite says so
+  local files, taken = result:save_all(ctx.output, j.name, { overwrite = ctx.overwrite or false })
   if not files then
+    local save_err = taken
     if type(save_err) == "table" then save_err.task_id = save_err.task_id or task_id end
     return nil, save_err
+  end
+  for i, name in pairs(taken) do
+    -- on standard error even with --progress none: a file went elsewhere than its name says
+    display:print(("imgedit: %s already exists and is kept: this image is saved as %s (--overwrite replaces"
+      .. " existing files)"):format(name, files[i]))
   end
   return {
     files = output.array(files), urls = urls_of(result), task_id = task_id, model = result.model,

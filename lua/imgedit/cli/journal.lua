@@ -14,9 +14,15 @@
 --
 -- `spec` ties an entry to the job's exact line: a job whose line was edited
 -- since is a different job, and is not resumed from the old entry.
+--
+-- The journal must be a regular file of its own: a symbolic link, a FIFO or
+-- a device at its path is refused before anything is read or sent. Once a
+-- write or a flush fails (a full disk), the journal is broken: it writes
+-- nothing more, and `broken()` says why, so that the batch stops submitting.
 -- @module imgedit.cli.journal
 
 local cjson = require("cjson")
+local core = require("imgedit.core")
 local output = require("imgedit.cli.output")
 
 local journal = {}
@@ -30,7 +36,15 @@ Journal.__index = Journal
 -- what it holds. Returns the journal, or nil and a message.
 function journal.open(dir)
   local path = dir:gsub("/+$", "") .. "/" .. journal.NAME
-  local self = setmetatable({ path = path, state = {}, skipped_lines = 0 }, Journal)
+  local self = setmetatable({ path = path, state = {}, owned = {}, skipped_lines = 0 }, Journal)
+  local kind = core.fs.kind(path)
+  if kind == "link" then
+    return nil, ("the journal %s is a symbolic link, which imgedit does not follow (a journal must be a file of its"
+      .. " own): remove the link, or write the batch to another -o DIR"):format(path)
+  elseif kind ~= nil and kind ~= "file" then
+    return nil, ("the journal %s is a %s, not a regular file: remove it, or write the batch to another -o DIR")
+      :format(path, kind)
+  end
   local existing = io.open(path, "rb")
   local text = ""
   if existing then
@@ -53,11 +67,26 @@ function journal.open(dir)
   end
   self.handle = handle
   -- a last line without its newline (a crash mid-write) must not swallow the next entry
-  if text ~= "" and text:sub(-1) ~= "\n" then
-    handle:write("\n")
-    handle:flush()
-  end
+  if text ~= "" and text:sub(-1) ~= "\n" then self:_append("\n") end
   return self
+end
+
+--- Appends text and flushes it; true, or nil and a message (then the
+-- journal is broken).
+function Journal:_append(text)
+  if self.failure then return nil, self.failure end
+  local ok, problem = self.handle:write(text)
+  if ok then ok, problem = self.handle:flush() end
+  if not ok then
+    self.failure = ("cannot write the journal %s: %s"):format(self.path, tostring(problem))
+    return nil, self.failure
+  end
+  return true
+end
+
+--- Why the journal can no longer be written, or nil.
+function Journal:broken()
+  return self.failure
 end
 
 function Journal:_apply(entry)
@@ -70,6 +99,9 @@ function Journal:_apply(entry)
     state.task_id, state.done, state.failed = entry.task_id, nil, nil
   elseif entry.event == "done" and type(entry.files) == "table" then
     state.done, state.failed = entry.files, nil
+    for _, path in ipairs(entry.files) do
+      if type(path) == "string" then self.owned[path] = true end
+    end
   elseif entry.event == "failed" then
     state.failed = entry.kind or true
   end
@@ -81,16 +113,17 @@ function Journal:get(key)
   return self.state[key]
 end
 
---- Appends an entry and flushes it.
+--- Whether the journal says this batch wrote the file at `path` (then it
+-- may be replaced).
+function Journal:owns(path)
+  return self.owned[path] == true
+end
+
+--- Appends an entry and flushes it; true, or nil and a message.
 function Journal:write(entry)
   entry.time = os.time()
   self:_apply(entry)
-  local ok, problem = self.handle:write(output.encode(entry), "\n")
-  if ok then ok, problem = self.handle:flush() end
-  if not ok then
-    return nil, ("cannot write the journal %s: %s"):format(self.path, tostring(problem))
-  end
-  return true
+  return self:_append(output.encode(entry) .. "\n")
 end
 
 function Journal:submitted(key, spec, task_id)

@@ -248,16 +248,29 @@ local function record(state, req, body)
     local value = http.decode(body)
     if value ~= nil then json = value end
   end
-  state.log[#state.log + 1] = {
+  local entry = {
     seq = req.id, listener = req.listener, method = req.method, path = req.path,
     query = req.query, headers = req.headers, body = body, json = json,
     time = state.now() - state.start,
   }
+  state.log[#state.log + 1] = entry
   if #state.log > MAX_LOG then
     local log, newest = state.log, {}
     for i = #log - KEEP_LOG + 1, #log do newest[#newest + 1] = log[i] end
     state.log = newest
   end
+  return entry
+end
+
+-- Notes in the request's log entry when its answer was written (`answered`,
+-- on the clock of `time`): specs compare events, not durations.
+local function note_answer(state, entry, resp)
+  local after = resp.after
+  resp.after = function()
+    entry.answered = state.now() - state.start
+    if after then after() end
+  end
+  return resp
 end
 
 local function check_auth(state, req)
@@ -385,10 +398,10 @@ local function handlers(state, server, route)
   end
   local function on_request(req)
     if is_control(req) then return control(state, server, req) end
-    record(state, req, req.body)
+    local entry = record(state, req, req.body)
     local function normal() return route(state, req) end
-    if req.fault then return fault_response(req.fault, normal) end
-    return normal()
+    if req.fault then return note_answer(state, entry, fault_response(req.fault, normal)) end
+    return note_answer(state, entry, normal())
   end
   return on_head, on_request
 end

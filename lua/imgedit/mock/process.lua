@@ -74,7 +74,9 @@ local function matches(r, filter)
 end
 
 --- The recorded requests (oldest first), optionally filtered by listener,
--- method and path (a plain substring of the path).
+-- method and path (a plain substring of the path). Each has `time` (when it
+-- was received) and, once its answer was written, `answered`: seconds on
+-- the emulator's clock since it started.
 function Mock:requests(filter)
   local list = self:_control("GET", "/_mock/requests").requests
   if not filter then return list end

@@ -26,6 +26,11 @@
 
 local nvim = { name = "nvim" }
 
+--- Counters (for measurements and specs): `turns` (vim.schedule callbacks
+-- that turned the loop), `timers` (the libuv timer firing), `sockets`
+-- (socket readiness callbacks). Each is a time the editor woke imgedit up.
+nvim.stats = { turns = 0, timers = 0, sockets = 0 }
+
 local uv           -- vim.uv or vim.loop, known once running in Neovim
 
 local loop         -- the scheduler loop the editor turns (the one of this Lua state)
@@ -58,6 +63,7 @@ end
 -- for.
 local function turn()
   scheduled = false
+  nvim.stats.turns = nvim.stats.turns + 1
   if turning or loop:busy() then
     -- an event processed inside a step (a coroutine in vim.wait) or inside
     -- a blocking wait in the editor: whoever turns the loop now looks at
@@ -95,6 +101,7 @@ local function after_curl()
 end
 
 local function on_timer()
+  nvim.stats.timers = nvim.stats.timers + 1
   serve_timeout()
   after_curl()
 end
@@ -113,6 +120,7 @@ end
 
 local function poll_callback(fd)
   return function(err, events)
+    nvim.stats.sockets = nvim.stats.sockets + 1
     multi:socket_action(fd, curl_events(err, events))
     after_curl()
   end
