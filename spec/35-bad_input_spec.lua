@@ -58,6 +58,15 @@ describe("bad input", function()
       end)
     end
 
+    it("an integer the JSON encoder would round is refused, in a parameter or in extra", function()
+      local big = require("imgedit.json").max_integer + 2
+      refused(function() return helpers.fox(m):edit({ prompt = "p", images = { URL }, n = big }) end,
+        "the largest sent exactly")
+      refused(function() return helpers.fox(m):edit({ prompt = "p", images = { URL }, extra = { id = big } }) end,
+        "would not be sent exactly")
+      assert.equal(0, #m:requests())
+    end)
+
     it("poll.interval has a lower bound, so no wait busy-polls", function()
       refused(function()
         return helpers.fox(m):edit({ prompt = "p", images = { URL }, poll = { interval = 0.001 } })

@@ -24,8 +24,12 @@ local codec = cjson_safe.new()
 local MAX_DEPTH = 256
 
 -- the largest precision this build accepts
+local precision = 14
 for _, digits in ipairs({ 16, 15, 14 }) do
-  if pcall(codec.encode_number_precision, digits) then break end
+  if pcall(codec.encode_number_precision, digits) then
+    precision = digits
+    break
+  end
 end
 codec.encode_invalid_numbers(false)
 codec.decode_invalid_numbers(false)
@@ -40,6 +44,10 @@ local json = {}
 
 --- The JSON `null` in decoded values.
 json.null = cjson_safe.null
+
+--- The largest integer this build writes with every digit (10^14 with
+-- 14 significant digits, 2^53 with 16): a larger one would be sent changed.
+json.max_integer = math.min(2 ^ 53, 10 ^ precision)
 
 --- `value` as JSON text, or nil and a message.
 json.encode = codec.encode

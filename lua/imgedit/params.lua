@@ -47,9 +47,14 @@ local providers = require("imgedit.providers")
 
 local params = {}
 
---- JSON null: the same value for every lua-cjson instance.
-local NULL = require("cjson").null
+local json = require("imgedit.json")
+
+--- JSON null.
+local NULL = json.null
 params.null = NULL
+
+--- The largest integer a request can carry unchanged.
+local MAX_SENT = json.max_integer
 
 --- Raises the Lua error that `luaL_argerror` would: a wrong Lua type is a
 -- programming mistake, not a run-time failure.
@@ -276,9 +281,10 @@ end
 local function check_integer(spec)
   local min, max = spec.min, spec.max
   return function(v)
-    if not is_integer(v) then
+    if not is_integer(v) or v > MAX_SENT or v < -MAX_SENT then
       if is_finite(v) and v == math.floor(v) then
-        return nil, ("must be an integer of at most 2^53 in size, got %s"):format(show(v))
+        return nil, ("must be an integer of at most %s in size (the largest sent exactly), got %s")
+          :format(show(MAX_SENT), show(v))
       end
       return nil, "must be an integer, got " .. show(v)
     end
@@ -451,6 +457,9 @@ function params.json_problem(value, depth)
   if kind == "string" or kind == "boolean" or value == NULL then return nil end
   if kind == "number" then
     if not is_finite(value) then return "must be a finite number, got " .. show(value) end
+    if value == math.floor(value) and (value > MAX_SENT or value < -MAX_SENT) then
+      return ("is %s: integers beyond %s would not be sent exactly"):format(show(value), show(MAX_SENT))
+    end
     return nil
   end
   if kind ~= "table" or file.is(value) then return "cannot be sent as JSON (" .. show(value) .. ")" end
