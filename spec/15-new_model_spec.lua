@@ -41,7 +41,8 @@ describe("a new model", function()
   setup(function()
     copy = helpers.tmpdir()
     -- (cp without the sanitizer runtime check-asan preloads: it is not under test)
-    helpers.run(("env -u LD_PRELOAD cp -r %s/lua %s/bin %s/"):format(quote(helpers.ROOT), quote(helpers.ROOT), quote(copy)))
+    helpers.run(("env -u LD_PRELOAD cp -r %s/lua %s/bin %s/"):format(quote(helpers.ROOT), quote(helpers.ROOT),
+      quote(copy)))
     local provider = copy .. "/lua/imgedit/providers/foxapi.lua"
     helpers.write(provider, insert_after(helpers.read(provider), "foxapi.models = {", CATALOG_ENTRY))
     local emulator = copy .. "/lua/imgedit/mock/foxapi.lua"

@@ -38,8 +38,8 @@ end
 local function chromium(page, what, profile)
   -- without a sanitizer runtime the specs may run under (check-asan): the
   -- browser is not the code under test
-  local command = ("env -u LD_PRELOAD HOME=%s timeout -k 5 %d chromium --headless --no-sandbox --disable-gpu --disable-quic"
-    .. " --no-first-run --disable-background-networking --disable-component-update --disable-sync"
+  local command = ("env -u LD_PRELOAD HOME=%s timeout -k 5 %d chromium --headless --no-sandbox --disable-gpu"
+    .. " --disable-quic --no-first-run --disable-background-networking --disable-component-update --disable-sync"
     .. " --disable-dev-shm-usage --hide-scrollbars --user-data-dir=%s --window-size=1280,1400"
     .. " --virtual-time-budget=10000 %s %s 2>%s"):format(quote(profile), CHROMIUM_TIMEOUT, quote(profile .. "/data"),
     what, quote("file://" .. page), quote(profile .. "/chromium.log"))

@@ -12,6 +12,8 @@
  *   is an error at once (ENXIO), not a wait forever; every write error
  *   (ENOSPC from a full device, EPIPE from a reader gone) is returned.
  * - fs.link publishes a file under a name only if the name is free.
+ * - fs.mkdir makes a directory and the missing ones above it (mkdir -p),
+ *   without a shell.
  *
  * Failures return nil, the system's message and a short code: the errno
  * name for the errors the Lua layer tells apart ("ENOENT", "EEXIST",
@@ -215,6 +217,47 @@ static int fs_kind(lua_State *L)
 	if ((follow ? stat(path, &st) : lstat(path, &st)) != 0)
 		return push_errno(L, errno);
 	lua_pushstring(L, kind_of(st.st_mode));
+	return 1;
+}
+
+/*
+ * fs.mkdir(path): makes the directory and any missing parent (mode 0777
+ * less the umask); true when it exists as a directory afterwards, or nil,
+ * message, code.
+ */
+static int fs_mkdir(lua_State *L)
+{
+	const char *path = check_path(L, 1);
+	size_t len, i;
+	char *copy;
+	struct stat st;
+	int err = 0;
+
+	if (path == NULL)
+		return push_nul(L);
+	len = strlen(path);
+	copy = malloc(len + 1);
+	if (copy == NULL)
+		return push_errno(L, ENOMEM);
+	memcpy(copy, path, len + 1);
+	/* each parent in turn, then the path itself: a name that exists is fine if it is a directory */
+	for (i = 1; i <= len && err == 0; i++) {
+		if (copy[i] != '/' && copy[i] != '\0')
+			continue;
+		copy[i] = '\0';
+		if (mkdir(copy, 0777) != 0 && errno != EEXIST)
+			err = errno;
+		else if (stat(copy, &st) != 0)
+			err = errno;
+		else if (!S_ISDIR(st.st_mode))
+			err = ENOTDIR;
+		if (i < len)
+			copy[i] = '/';
+	}
+	free(copy);
+	if (err != 0)
+		return push_errno(L, err);
+	lua_pushboolean(L, 1);
 	return 1;
 }
 
@@ -438,6 +481,7 @@ void fs_open(lua_State *L, int mod)
 		{"write", fs_write},
 		{"copy", fs_copy},
 		{"link", fs_link},
+		{"mkdir", fs_mkdir},
 		{NULL, NULL}
 	};
 

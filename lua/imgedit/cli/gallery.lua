@@ -143,13 +143,8 @@ local function write_atomically(path, data)
   return true
 end
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
 local function make_dir(path)
-  local a, _, c = os.execute("mkdir -p -- " .. shell_quote(path) .. " 2>/dev/null")
-  return (type(a) == "number" and a == 0) or (a == true and (c == nil or c == 0))
+  return core.fs.mkdir(path) == true
 end
 
 -- Cards ------------------------------------------------------------------------------

@@ -338,16 +338,12 @@ local function context(args)
   return ctx
 end
 
-local function shell_quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
-
 local function make_dir(dir)
   local output = require("imgedit.cli.output")
-  local a, _, c = os.execute("mkdir -p -- " .. shell_quote(dir) .. " 2>/dev/null")
-  local ok = (type(a) == "number" and a == 0) or (a == true and (c == nil or c == 0))
+  local ok, problem = require("imgedit.core").fs.mkdir(dir)
   if not ok then
-    return nil, output.usage(("cannot create the output directory %s: pick another with -o DIR"):format(dir))
+    return nil, output.usage(("cannot create the output directory %s (%s): pick another with -o DIR")
+      :format(dir, tostring(problem)))
   end
   return true
 end
