@@ -1049,16 +1049,18 @@ describe("imgedit.core", function()
       assert.are.equal("script ended status=0\n", out)
     end)
 
-    it("closes with the scope on Lua 5.4", function()
-      if _VERSION ~= "Lua 5.4" then return end
-      local t = assert(multi:add(PLAIN, {url = m.api .. "/scoped"}))
-      local chunk = assert(load("local t = ... do local x <close> = t end"))
-      chunk(t)
-      assert.are.equal("imgedit.transfer (closed)", tostring(t))
-      local other = core.multi()
-      chunk(other)
-      assert.are.equal("imgedit.multi (closed)", tostring(other))
-    end)
+    -- to-be-closed variables exist in Lua 5.4 only: elsewhere there is nothing to test
+    if _VERSION == "Lua 5.4" then
+      it("closes with the scope on Lua 5.4", function()
+        local t = assert(multi:add(PLAIN, {url = m.api .. "/scoped"}))
+        local chunk = assert(load("local t = ... do local x <close> = t end"))
+        chunk(t)
+        assert.are.equal("imgedit.transfer (closed)", tostring(t))
+        local other = core.multi()
+        chunk(other)
+        assert.are.equal("imgedit.multi (closed)", tostring(other))
+      end)
+    end
 
     it("polls and times out without transfers", function()
       assert.are.equal(-1, multi:timeout())
