@@ -174,8 +174,9 @@ foxapi.models = {
 local to_integer = math.tointeger or function(v) return v end
 
 --- A number from the server, or nil when it is not a finite one.
+local is_finite = params.is_finite
 local function number_or_nil(v)
-  if not params.is_finite(v) then return nil end
+  if not is_finite(v) then return nil end
   return to_integer(v) or v
 end
 
@@ -236,6 +237,8 @@ local function task_results(raw)
   return urls, profile_id
 end
 
+local NO_INFO = {}
+
 --- How imgedit.task reads this provider's tasks.
 foxapi.task = {
   --- The poll path of task `id` (ids are opaque: everything outside the
@@ -245,7 +248,7 @@ foxapi.task = {
   end,
   --- Normalized fields of a task JSON (`task_info` may be missing from polls).
   read = function(raw)
-    local info = type(raw.task_info) == "table" and raw.task_info or {}
+    local info = type(raw.task_info) == "table" and raw.task_info or NO_INFO
     -- numbers from the server are ignored unless finite, and clamped
     local progress = number_or_nil(raw.progress)
     if progress then progress = math.max(0, math.min(100, progress)) end
@@ -295,10 +298,16 @@ local WAITING = { "edit", "generate", "enhance", "create_profile" }
 local function prepare(client, operation, input, operations)
   local request, err = params.request(foxapi, operation, input, client.config.strict_models, operations)
   if not request then return nil, err end
-  -- the wait's options, checked once and made a deadline before the submission
-  local plan, problem = task.plan(client, request.control)
-  if not plan then return nil, problem end
-  request.plan = plan
+  if operation == "submit" then
+    -- nothing waits: the options are checked, no wait is planned
+    local ok, problem = task.check_wait_options(request.control)
+    if not ok then return nil, problem end
+  else
+    -- the wait's options, checked once and made a deadline before the submission
+    local plan, problem = task.plan(client, request.control)
+    if not plan then return nil, problem end
+    request.plan = plan
+  end
   if not request.validated or request.note then
     log.unvalidated({ provider = foxapi.name, operation = operation, model = request.model, note = request.note })
   end
@@ -317,9 +326,7 @@ local function submit_body(client, request, deadline)
     return nil, errors.new("decode", "the provider accepted the request but returned no task id",
       { status = res.status, request_id = res.request_id })
   end
-  local t = task.new(client, foxapi.task, raw.id, raw)
-  t.request_id = res.request_id
-  return t
+  return task.new(client, foxapi.task, raw.id, raw, res.request_id)
 end
 
 local function run(client, operation, input)
