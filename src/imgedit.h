@@ -11,7 +11,7 @@
  *   extract.c   the streaming extractor of one JSON key's string values
  *   blob.c      Blob: one extracted value, decoded, as a Lua object
  *   buffer.c    growable byte buffers
- *   codec.c     base64
+ *   codec.c     base64, and core.classify (UTF-8 length, control and space bytes)
  */
 #ifndef IMGEDIT_H
 #define IMGEDIT_H
