@@ -83,7 +83,11 @@ end
 --- `text` without any registered secret: for every string a server gave
 -- that goes on to a log line, the command's output or a file name.
 function errors.scrub(text)
-  return errors.redact(text, nil)
+  if type(text) ~= "string" then return text end
+  for known in pairs(secrets) do
+    if text:find(known, 1, true) then text = redact(text, known) end
+  end
+  return text
 end
 
 --- Creates an error.

@@ -326,9 +326,19 @@ function transport.request(client, spec)
     if res.request_id then res.request_id = errors.scrub(res.request_id) end
     if spec.decode then decode(res) end
 
+    -- the common case, a 2xx (decoded when asked to be), needs no classify
+    local status = res.status
+    if not res.error and status and status >= 200 and status < 300 and (res.json ~= nil or not spec.decode) then
+      if log.enabled() then
+        log.attempt({ method = spec.method, url = url, status = status, bytes = res.bytes, time = res.time,
+                      attempt = attempt, max_attempts = max_attempts })
+      end
+      res.attempts = attempt
+      return res
+    end
     local err, not_sent = classify(res, spec, secret)
     if log.enabled() then
-      log.attempt({ method = spec.method, url = url, status = res.status, bytes = res.bytes,
+      log.attempt({ method = spec.method, url = url, status = status, bytes = res.bytes,
                     time = res.time, attempt = attempt, max_attempts = max_attempts,
                     error = err and err.message })
     end
