@@ -84,8 +84,9 @@ end
 params.is_integer = is_integer
 
 --- A number that is neither NaN nor infinite.
+local HUGE = math.huge
 local function is_finite(v)
-  return type(v) == "number" and v == v and v > -math.huge and v < math.huge
+  return type(v) == "number" and v == v and v > -HUGE and v < HUGE
 end
 params.is_finite = is_finite
 

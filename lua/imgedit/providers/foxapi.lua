@@ -174,9 +174,9 @@ foxapi.models = {
 local to_integer = math.tointeger or function(v) return v end
 
 --- A number from the server, or nil when it is not a finite one.
-local is_finite = params.is_finite
+local HUGE = math.huge
 local function number_or_nil(v)
-  if not is_finite(v) then return nil end
+  if type(v) ~= "number" or v ~= v or v == HUGE or v == -HUGE then return nil end
   return to_integer(v) or v
 end
 
@@ -248,10 +248,11 @@ foxapi.task = {
   end,
   --- Normalized fields of a task JSON (`task_info` may be missing from polls).
   read = function(raw)
-    local info = type(raw.task_info) == "table" and raw.task_info or NO_INFO
+    local info = raw.task_info
+    if type(info) ~= "table" then info = NO_INFO end
     -- numbers from the server are ignored unless finite, and clamped
     local progress = number_or_nil(raw.progress)
-    if progress then progress = math.max(0, math.min(100, progress)) end
+    if progress then progress = progress < 0 and 0 or progress > 100 and 100 or progress end
     local estimate = number_or_nil(info.estimated_time)
     if estimate and (estimate < 0 or estimate > MAX_ESTIMATE) then estimate = nil end
     return {
