@@ -43,7 +43,6 @@ IMGEDIT_EXPORT int luaopen_imgedit_core(lua_State *L);
 #define TRANSFER_MT "imgedit.transfer"
 #define BLOB_MT "imgedit.blob"
 #define RESULT_MT "imgedit.result"
-#define DETAILS_MT "imgedit.details"
 
 /* The placeholder an extracted value leaves in the body: the prefix, then n (from 1). */
 #define IMGEDIT_BLOB_PREFIX "imgedit-blob:"
