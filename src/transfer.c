@@ -40,7 +40,7 @@ enum {
 };
 
 /* Upvalues of the methods and of the result's __index. */
-enum { UP_RESULT_MT = 1, UP_DETAILS };
+enum { UP_RESULT_MT = 1, UP_DETAILS, UP_TRANSFER_MT };
 
 struct Transfer {
 	Easy *easy;          /* one of the session's; NULL once closed (given back) */
@@ -201,7 +201,7 @@ static void release(Transfer *t)
 
 static Transfer *check_transfer(lua_State *L)
 {
-	return luaL_checkudata(L, 1, TRANSFER_MT);
+	return imgedit_checkself(L, UP_TRANSFER_MT, TRANSFER_MT);
 }
 
 /* --- building a request --------------------------------------------------- */
