@@ -1,9 +1,9 @@
 --- Tasks of asynchronous providers: submit once, then poll until done.
 --
 -- A task is made with its provider's codec (the descriptor's `task` table:
--- `path(id)`, `read(raw)` → normalized fields, `result(client, task)` → a
--- Result, `failure(code)` → what the reference advises), so this file knows
--- no provider's wire format.
+-- `path(id)`, `read(raw, task)` → sets the task's normalized fields from
+-- its JSON, `result(client, task)` → a Result, `failure(code)` → what the
+-- reference advises), so this file knows no provider's wire format.
 -- @module imgedit.task
 
 local errors = require("imgedit.errors")
@@ -36,17 +36,15 @@ task.MIN_INTERVAL = 0.05
 -- provider's codec, and when its submission was answered (or nil).
 local private = setmetatable({}, { __mode = "k" })
 
-local NO_FIELDS = {}
-
 --- A task handle for task `id` of `client`, read with `codec`. `raw`
 -- (optional) is the task JSON its submission returned, `request_id` the
--- submission's. The handle is built by one constructor: a task is made on
--- every submission.
+-- submission's. A task is made on every submission: one table, sized by
+-- its constructor for every field the codec sets (those it sets to nil
+-- included), so that reading them in grows nothing.
 function task.new(client, codec, id, raw, request_id)
-  local f = raw and codec.read(raw) or NO_FIELDS
-  local t = setmetatable({ id = id, status = f.status, progress = f.progress, estimated_time = f.estimated_time,
-                           can_cancel = f.can_cancel, model = f.model, created = f.created, error = f.error,
-                           raw = raw, request_id = request_id }, Task)
+  local t = setmetatable({ id = id, raw = raw, request_id = request_id, status = nil, progress = nil,
+                           estimated_time = nil, can_cancel = nil, model = nil, created = nil, error = nil }, Task)
+  if raw then codec.read(raw, t) end
   private[t] = { client, codec, raw and scheduler.now() or nil }
   return t
 end
@@ -58,10 +56,7 @@ end
 -- The task keeps the id it was made with: the server's `id` field is not
 -- read back (a poll answer cannot move the handle to another task).
 function Task:_update(raw)
-  local fields = private[self][2].read(raw)
-  self.status, self.progress, self.estimated_time = fields.status, fields.progress, fields.estimated_time
-  self.can_cancel, self.model, self.created, self.error = fields.can_cancel, fields.model, fields.created,
-    fields.error
+  private[self][2].read(raw, self)
   self.raw = raw
 end
 

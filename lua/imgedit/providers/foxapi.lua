@@ -246,8 +246,10 @@ foxapi.task = {
   path = function(id)
     return "/v1/tasks/" .. id:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)
   end,
-  --- Normalized fields of a task JSON (`task_info` may be missing from polls).
-  read = function(raw)
+  --- Sets the normalized fields of task `t` (status, progress,
+  -- estimated_time, can_cancel, model, created, error) from its JSON
+  -- (`task_info` may be missing from polls).
+  read = function(raw, t)
     local info = raw.task_info
     if type(info) ~= "table" then info = NO_INFO end
     -- numbers from the server are ignored unless finite, and clamped
@@ -255,15 +257,11 @@ foxapi.task = {
     if progress then progress = progress < 0 and 0 or progress > 100 and 100 or progress end
     local estimate = number_or_nil(info.estimated_time)
     if estimate and (estimate < 0 or estimate > MAX_ESTIMATE) then estimate = nil end
-    return {
-      status = type(raw.status) == "string" and raw.status or nil,
-      progress = progress,
-      estimated_time = estimate,
-      can_cancel = info.can_cancel == true,
-      model = type(raw.model) == "string" and raw.model or nil,
-      created = number_or_nil(raw.created),
-      error = type(raw.error) == "table" and raw.error or nil,
-    }
+    t.status = type(raw.status) == "string" and raw.status or nil
+    t.progress, t.estimated_time, t.can_cancel = progress, estimate, info.can_cancel == true
+    t.model = type(raw.model) == "string" and raw.model or nil
+    t.created = number_or_nil(raw.created)
+    t.error = type(raw.error) == "table" and raw.error or nil
   end,
   --- The result URLs and profile id of a completed task's JSON.
   results = task_results,
