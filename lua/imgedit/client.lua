@@ -10,7 +10,6 @@ local core = require("imgedit.core")
 local errors = require("imgedit.errors")
 local params = require("imgedit.params")
 local providers = require("imgedit.providers")
-local scheduler = require("imgedit.scheduler")
 local task = require("imgedit.task")
 local transport = require("imgedit.transport")
 
@@ -175,18 +174,15 @@ function client.new(provider, opts)
   end
   config.base_url = base_url
 
-  local self = setmetatable({
-    provider = provider,
-    config = config,
-    -- state shared by every request of this client: the 429 pause, and the
-    -- slots that keep at most max_in_flight requests on the wire
-    state = { paused_until = 0, slots = scheduler.semaphore(config.max_in_flight) },
-  }, Client)
+  -- `session`: what every request of this client shares (imgedit.transport):
+  -- the key (in a closure, not in a field: printing or serializing a client
+  -- must not reveal it), the 429 pause, the request slots, the prepared
+  -- requests. Providers, tasks and results hand it to transport.request.
+  local session = transport.session(provider, config, api_key)
+  local self = setmetatable({ provider = provider, config = config, session = session,
+                              credentials = session.secret }, Client)
   -- what servers send back is scrubbed of the key everywhere it is shown
   errors.protect(api_key)
-  -- the key lives in a closure, not in a field: printing or serializing a
-  -- client (vim.inspect, a logger) must not reveal it
-  self.credentials = function() return api_key end
   return self
 end
 
@@ -246,7 +242,7 @@ end
 -- answer, or nil and an error when there was none (or no key).
 function client.probe(c, method, path)
   params.check_self(c, Client, "client.probe", "imgedit client")
-  local res, err = transport.request(c, { method = method, url = c.config.base_url .. path, auth = true,
+  local res, err = transport.request(c.session, { method = method, url = c.config.base_url .. path, auth = true,
                                           max_attempts = 1, any_status = true })
   if not res then return nil, err end
   return { status = res.status, request_id = res.request_id }

@@ -65,7 +65,7 @@ end
 function Task:refresh(opts)
   params.check_self(self, Task, "task.refresh", "imgedit task")
   local client, codec = private[self][1], private[self][2]
-  local res, err = transport.request(client, {
+  local res, err = transport.request(client.session, {
     method = "GET", url = client.config.base_url .. codec.path(self.id),
     auth = true, decode = true, deadline = opts and opts.deadline,
   })

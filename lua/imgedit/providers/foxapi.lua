@@ -315,7 +315,7 @@ end
 
 --- Submits a body; returns a Task.
 local function submit_body(client, request, deadline)
-  local res, err = transport.request(client, {
+  local res, err = transport.request(client.session, {
     method = "POST", url = client.config.base_url .. "/v1/images/generations",
     json = request.body, auth = true, billed = true, decode = true, deadline = deadline, model = request.model,
   })
