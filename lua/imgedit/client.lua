@@ -207,8 +207,9 @@ for _, name in ipairs(providers.names()) do
 end
 
 for _, name in ipairs(OPERATIONS) do
+  local fname = "client." .. name
   Client[name] = function(self, ...)
-    params.check_self(self, Client, "client." .. name, "imgedit client")
+    if getmetatable(self) ~= Client then params.check_self(self, Client, fname, "imgedit client") end
     local operation = self.provider.implementation[name]
     if not operation then
       return invalid(("%s has no %s operation (it offers: %s)"):format(self.provider.name, name,

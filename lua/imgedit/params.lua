@@ -495,6 +495,9 @@ local function overridden(spec, override)
   return copy
 end
 
+--- The per-call options of a request that gives none (its callers only read it).
+local NO_OPTIONS = {}
+
 local function invalid(schema, message)
   return nil, errors.new("invalid_request", schema.label .. ": " .. message)
 end
@@ -543,7 +546,7 @@ end
 -- which make the error. (A schema is checked on every request: an
 -- interpreted walk over the field list cost most of a submission's time.)
 local function generate(schema)
-  local U = { checks = {}, when = {}, defaults = {}, model = schema.model, known = {} }
+  local U = { checks = {}, when = {}, defaults = {}, model = schema.model, known = {}, NO_OPTIONS = NO_OPTIONS }
   for name in pairs(schema.known) do U.known[name] = true end
   for name in pairs(schema.control) do U.known[name] = true end
   U.known.model, U.known.extra = true, true
@@ -574,7 +577,7 @@ local function generate(schema)
   local src = { "local U = ...",
     "local known, unknown, dup, required, failed, length, merge_extra, model ="
       .. " U.known, U.unknown, U.dup, U.required, U.failed, U.length, U.merge_extra, U.model",
-    "local next, type = next, type" }
+    "local next, type, NO_OPTIONS = next, type, U.NO_OPTIONS" }
   local function emit(fmt, ...) src[#src + 1] = fmt:format(...) end
   -- A default that the field's check accepts as it is need not be checked
   -- on every request (only a field without `when` has one check).
@@ -637,10 +640,16 @@ local function generate(schema)
   emit("    local ok, problem = merge_extra(body, extra)")
   emit("    if not ok then return nil, problem end")
   emit("  end")
-  local names, control = {}, {}
+  -- the per-call options: none given (the common case) is one shared empty table
+  local names, none, control = {}, {}, {}
   for name in pairs(schema.control) do names[#names + 1] = name end
   table.sort(names)
-  for _, name in ipairs(names) do control[#control + 1] = ("[%q] = input[%q]"):format(name, name) end
+  for i, name in ipairs(names) do
+    none[i] = ("c%d == nil"):format(i)
+    control[i] = ("[%q] = c%d"):format(name, i)
+    emit("  local c%d = input[%q]", i, name)
+  end
+  if #names > 0 then emit("  if %s then return body, NO_OPTIONS end", table.concat(none, " and ")) end
   emit("  return body, { %s }", table.concat(control, ", "))
   emit("end")
   local chunk = assert((loadstring or load)(table.concat(src, "\n"), "=params " .. schema.label))
