@@ -251,6 +251,12 @@ local function prepared(s, purpose)
   })
 end
 
+--- What an attempt hands the core (imgedit.core's m:add reads it whole
+-- and keeps nothing of it but its own copies and the body string, which it
+-- holds itself): one table, filled anew for every attempt, and emptied of
+-- the body and output once they are handed over.
+local REQUEST = {}
+
 --- Performs one request of a client, through its session, with retries.
 --
 -- `spec` fields: method, url, json | body, auth (send the key and the
@@ -325,10 +331,12 @@ function transport.request(s, spec)
 
     local slots = s.slots
     slots.acquire()
-    local transfer, add_problem = scheduler.start(session, {
-      method = spec.method, url = url, body = body, extract = spec.extract, output = spec.output,
-      timeout = timeout, low_speed_limit = low_speed_limit, low_speed_time = low_speed_time,
-    })
+    local request = REQUEST
+    request.method, request.url, request.body, request.extract = spec.method, url, body, spec.extract
+    request.output, request.timeout = spec.output, timeout
+    request.low_speed_limit, request.low_speed_time = low_speed_limit, low_speed_time
+    local transfer, add_problem = scheduler.start(session, request)
+    request.body, request.output = nil, nil
     if not transfer then
       slots.release()
       return nil, errors.new("invalid_request", add_problem, { attempts = attempt - 1 }, s.secret())
