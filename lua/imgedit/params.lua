@@ -832,7 +832,7 @@ local candidates = setmetatable({}, { __mode = "k" }) -- entry -> operations lis
 
 local function pick_operation(entry, operation, operations, input)
   local ops = served_by(entry)
-  if not operations then return ops[operation] and operation or nil end
+  if not operations then return ops[operation] and operation or nil, true end
   local by_list = candidates[entry]
   if not by_list then
     by_list = setmetatable({}, { __mode = "k" })
@@ -847,7 +847,7 @@ local function pick_operation(entry, operation, operations, input)
     by_list[operations] = list
   end
   -- one candidate: it is the first whatever input gives (most models)
-  if #list <= 1 then return list[1] end
+  if #list <= 1 then return list[1], true end
   for _, o in ipairs(list) do
     local complete = true
     for _, names in ipairs(ops[o]) do
@@ -857,6 +857,10 @@ local function pick_operation(entry, operation, operations, input)
   end
   return list[1]
 end
+
+--- Per descriptor, per operation (or list of operations asked for), per
+-- model name: the schema, where the model alone decides it.
+local routes = setmetatable({}, { __mode = "k" })
 
 --- Validates the parameters of one operation of provider `d` (its
 -- descriptor) and returns what to send:
@@ -901,14 +905,32 @@ function params.request(d, operation, input, strict, operations)
     return nil, errors.new("invalid_request", ("%s %s: model must be a model name (a string), got %s")
       :format(d.name, operation, show(model)))
   end
-  local entry = find_entry(d, model)
+  -- the schema a model of the catalog is checked with, when the input has
+  -- no say in it: looked up once, then remembered
+  local per_key = routes[d]
+  if not per_key then
+    per_key = setmetatable({}, { __mode = "k" })
+    routes[d] = per_key
+  end
+  local key = operations or operation
+  local remembered = per_key[key]
+  if not remembered then
+    remembered = {}
+    per_key[key] = remembered
+  end
+  local schema = remembered[model]
+  local entry = not schema and find_entry(d, model)
   if entry then
-    local op = pick_operation(entry, operation, operations, input)
+    local op, fixed = pick_operation(entry, operation, operations, input)
     if not op then
       return nil, errors.new("invalid_request", ("%s %s: %s does not do %s; it does %s"):format(d.name, operation,
         model, operation, table.concat(entry.operations, ", ")))
     end
-    local schema = schema_for(d, entry, op)
+    schema = schema_for(d, entry, op)
+    if fixed then remembered[model] = schema end
+  end
+  if schema then
+    local op = schema.operation
     local body, control = schema.build(input)
     if not body then return nil, control end
     return { body = body, control = control, model = model, operation = op, schema = schema,
@@ -927,7 +949,7 @@ function params.request(d, operation, input, strict, operations)
   -- friendly names are mapped as the operation's default model maps them
   local default = find_entry(d, d.defaults[operation])
   local op = pick_operation(default, operation, operations, input)
-  local schema = schema_for(d, default, op)
+  schema = schema_for(d, default, op)
   local body, control = build_unvalidated(schema, input, model)
   if not body then return nil, control end
   return { body = body, control = control, model = model, operation = op, schema = schema, validated = false,
