@@ -71,7 +71,7 @@ local function redact(text, secret)
 end
 
 --- `text` with `secret` and every registered secret replaced by "[redacted]".
-function errors.redact(text, secret)
+local function redact_all(text, secret)
   if type(text) ~= "string" then return text end
   text = redact(text, secret)
   for known in pairs(secrets) do
@@ -101,10 +101,10 @@ function errors.new(kind, message, fields, secret)
   local err = {}
   if fields then
     -- every string field: the server's code, type, request id, task id...
-    for k, v in pairs(fields) do err[k] = errors.redact(v, secret) end
+    for k, v in pairs(fields) do err[k] = redact_all(v, secret) end
   end
   err.kind = kind
-  err.message = errors.redact(message, secret)
+  err.message = redact_all(message, secret)
   if err.retryable == nil then err.retryable = false end
   return setmetatable(err, Error)
 end

@@ -83,8 +83,9 @@ local function is_integer(v)
 end
 params.is_integer = is_integer
 
---- A number that is neither NaN nor infinite.
 local HUGE = math.huge
+
+--- A number that is neither NaN nor infinite.
 local function is_finite(v)
   return type(v) == "number" and v == v and v > -HUGE and v < HUGE
 end

@@ -60,7 +60,6 @@ local function current()
   local co = coroutine.running()
   return co and handles[co]
 end
-scheduler.current = current
 
 -- Loops --------------------------------------------------------------------------
 --

@@ -26,10 +26,10 @@ local KNOWN = { pending = true, processing = true, completed = true, failed = tr
 local FINAL_POLL_TIME = 2
 
 --- Polling defaults (seconds). See `task.next_delay` for the schedule.
-task.POLL_DEFAULTS = { interval = 0.5, max_interval = 15, timeout = 600 }
+local POLL_DEFAULTS = { interval = 0.5, max_interval = 15, timeout = 600 }
 
 --- The shortest poll interval allowed (seconds): no wait may busy-poll.
-task.MIN_INTERVAL = 0.05
+local MIN_INTERVAL = 0.05
 
 -- What a task needs that is not a field (so that a task prints cleanly):
 -- `{client, codec, submitted}`, the client it polls through, its
@@ -125,7 +125,7 @@ local NONE = {}
 --- The poll options of a wait: the caller's, else the client's, else the
 -- defaults (each checked already: numbers, never false).
 local function poll_options(client, given)
-  local d, c, g = task.POLL_DEFAULTS, client.config.poll or NONE, given or NONE
+  local d, c, g = POLL_DEFAULTS, client.config.poll or NONE, given or NONE
   return { interval = g.interval or c.interval or d.interval,
            max_interval = g.max_interval or c.max_interval or d.max_interval,
            timeout = g.timeout or c.timeout or d.timeout }
@@ -133,8 +133,8 @@ end
 
 --- The wait options, described as fields are (imgedit.params).
 local POLL_FIELDS = {
-  interval = params.seconds(task.MIN_INTERVAL, 3600),
-  max_interval = params.seconds(task.MIN_INTERVAL, 86400),
+  interval = params.seconds(MIN_INTERVAL, 3600),
+  max_interval = params.seconds(MIN_INTERVAL, 86400),
   timeout = params.seconds(),
 }
 local check_timeout = POLL_FIELDS.timeout

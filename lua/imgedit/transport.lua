@@ -257,6 +257,8 @@ end
 -- the body and output once they are handed over.
 local REQUEST = {}
 
+local resolve -- forward: a Location header against the URL it came from
+
 --- Performs one request of a client, through its session, with retries.
 --
 -- `spec` fields: method, url, json | body, auth (send the key and the
@@ -368,7 +370,7 @@ function transport.request(s, spec)
     if not err and is_redirect(res) then
       -- a download moved: follow it (no key is ever sent to a result host)
       redirects = redirects + 1
-      local target = res.headers.location and transport.resolve(url, res.headers.location)
+      local target = res.headers.location and resolve(url, res.headers.location)
       local refused = target and transport.check_url(target, cfg.allow_http)
       if not target or refused or redirects > MAX_REDIRECTS then
         err = errors.new("network", refused or ("too many redirects, or a bad Location, after %s"):format(url),
@@ -408,7 +410,7 @@ function transport.request(s, spec)
 end
 
 --- Resolves a Location header against the URL it came from.
-function transport.resolve(base, location)
+function resolve(base, location)
   if location:match("^[%a][%w+.-]*://") then return location end
   local origin = base:match("^([%a][%w+.-]*://[^/]+)")
   if not origin then return nil end
@@ -421,7 +423,7 @@ end
 -- its brackets), the rest (path, query, fragment) and the port (a number,
 -- or nil); or returns nil and what is wrong with it, in words that never
 -- repeat a user name or password it holds.
-function transport.split_url(url)
+local function split_url(url)
   if type(url) ~= "string" then return nil, "is not a string" end
   if url:find("[%c%s\127]") then return nil, "contains white space or control characters" end
   local scheme, authority, rest = url:match("^([%a][%w+.-]*)://([^/?#]*)(.*)$")
@@ -460,12 +462,11 @@ local function is_loopback(host)
   end
   return false
 end
-transport.is_loopback = is_loopback
 
 --- Why `url` may not be used, or nil when it may. Plain http is refused for
 -- hosts other than loopback unless `allow_http`, before any connection.
 function transport.check_url(url, allow_http)
-  local scheme, host = transport.split_url(url)
+  local scheme, host = split_url(url)
   if not scheme then
     local problem = host
     -- the URL itself is not repeated when it holds credentials
