@@ -44,7 +44,6 @@ local function invalid(message)
   return nil, errors.new("invalid_request", message)
 end
 
---- Header names are HTTP tokens; values may not break the header block.
 --- Headers imgedit or libcurl set from the request itself: a caller's
 -- value would contradict them (a Content-Length that is not the body's...).
 local RESERVED_HEADERS = {
