@@ -303,8 +303,8 @@ function scheduler.await(transfer)
     end
     return transfer:result()
   end
-  local loop = scheduler.loop()
   local rt = runtime.current()
+  local loop = rt.context and scheduler.loop() or global_loop
   rt.perform(loop)
   while not transfer:done() do
     rt.wait(loop, MAX_WAIT)
