@@ -138,7 +138,7 @@ check-rock: deps
 BENCH_BUILD := build/bench
 BENCH_CFLAGS = -O2 -Wall -Wextra -std=c99
 bench: deps all
-	@sh .ci/deps.sh curl valgrind
+	@sh .ci/deps.sh curl valgrind lua5.1 lua-curl
 	@mkdir -p $(BENCH_BUILD)
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/baseline bench/baseline.c $(shell pkg-config --cflags --libs libcurl)
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/fastserver bench/fastserver.c

@@ -34,11 +34,18 @@ local LUA = arg[-1] or "lua5.4"
 local BASELINE = BUILD .. "/baseline"
 local FASTSERVER = BUILD .. "/fastserver"
 local WORKLOAD = ROOT .. "/bench/workload.lua"
+local LUACURL = ROOT .. "/bench/luacurl.lua"
+-- W1's peer runs under the interpreter Debian builds lua-curl for
+local LUACURL_LUA = "lua5.1"
 local KEY = "sk-test"
 local MIB = 1048576
 
 local REPEATS = math.max(1, math.min(15, tonumber(os.getenv("BENCH_REPEATS") or "") or 5))
-local W1_N, W1_EMU_N, W1_CG_N = 2000, 500, 200
+local W1_N, W1_EMU_N = 2000, 500
+-- callgrind runs of W1: the totals of a short and a long run; a Lua
+-- collection cycle falls in or out of a short window, so the long one is
+-- six times the short (200 and 400 requests varied by +-7K a request)
+local W1_CG_SHORT, W1_CG_LONG = 200, 1200
 local W2_N, W2_BIG_N, W2_DELAY = 200, 1000, 1.0
 local W3_BYTES, W3_N = 6 * MIB, 4
 local W4_BYTES = 200 * MIB
@@ -162,6 +169,17 @@ local function sh(cmd)
   return ok == true or ok == 0
 end
 
+-- Debian's lua-curl, W1's peer, when it can be loaded
+local HAVE_LUACURL = have(LUACURL_LUA)
+  and sh(shell_quote(LUACURL_LUA) .. " -e 'require(\"curl\")' >/dev/null 2>&1")
+
+local function luacurl(args, limit, pin)
+  local parts = {}
+  for i, a in ipairs(args) do parts[i] = shell_quote(a) end
+  return run_json((pin and PIN or "") .. shell_quote(LUACURL_LUA) .. " " .. shell_quote(LUACURL) .. " "
+    .. table.concat(parts, " "), limit or 120)
+end
+
 local function clean(path)
   sh("rm -rf " .. shell_quote(path) .. " && mkdir -p " .. shell_quote(path))
 end
@@ -239,8 +257,8 @@ end
 -- Workloads ---------------------------------------------------------------------
 
 -- Instructions per request under callgrind, in the steady state: each program
--- runs with W1_CG_N and 2 * W1_CG_N requests, and the difference of the totals
--- is divided by W1_CG_N.
+-- runs with W1_CG_SHORT and W1_CG_LONG requests, and the difference of the
+-- totals is divided by the difference of the counts.
 local function callgrind_total(cmd)
   local out = TMP .. "/callgrind.out"
   os.remove(out)
@@ -253,16 +271,22 @@ local function callgrind_total(cmd)
 end
 
 local function w1_instructions(fs, url)
-  log("W1: instructions per request under callgrind (%d and %d requests of each)", W1_CG_N, 2 * W1_CG_N)
+  log("W1: instructions per request under callgrind (%d and %d requests of each)", W1_CG_SHORT, W1_CG_LONG)
   local lua, workload_script = shell_quote(LUA), shell_quote(WORKLOAD)
   local commands = {
     imgedit = function(n) return ("%s %s w1 %s %d"):format(lua, workload_script, shell_quote(fs.url), n) end,
     core = function(n) return ("%s %s w1core %s %d"):format(lua, workload_script, shell_quote(url), n) end,
     baseline = function(n) return ("%s w1 %s %s %d"):format(shell_quote(BASELINE), shell_quote(url), KEY, n) end,
   }
+  if HAVE_LUACURL then
+    commands.luacurl = function(n)
+      return ("%s %s %s %s %d"):format(shell_quote(LUACURL_LUA), shell_quote(LUACURL), shell_quote(url), KEY, n)
+    end
+  end
   local counts = {}
   for name, cmd in pairs(commands) do
-    counts[name] = (callgrind_total(cmd(2 * W1_CG_N)) - callgrind_total(cmd(W1_CG_N))) / W1_CG_N
+    counts[name] = (callgrind_total(cmd(W1_CG_LONG)) - callgrind_total(cmd(W1_CG_SHORT)))
+      / (W1_CG_LONG - W1_CG_SHORT)
   end
   return counts
 end
@@ -272,7 +296,7 @@ local function w1(m)
     PIN ~= "" and ", client and server pinned to CPU 0" or "")
   local fs = start_fastserver()
   local url = fs.url .. "/v1/images/generations"
-  local runs = {imgedit = {}, core = {}, baseline = {}, multi = {}}
+  local runs = {imgedit = {}, core = {}, baseline = {}, multi = {}, luacurl = {}}
   local server_cpu = {}
   for _ = 1, REPEATS do
     local b = baseline({"w1", url, KEY, W1_N}, 60, true)
@@ -281,6 +305,10 @@ local function w1(m)
     server_cpu[#server_cpu + 1] = (process_cpu(fs.pid) - c0) / W1_N
     local c = workload({"w1core", url, W1_N}, 60, true)
     local bm = baseline({"w1multi", url, KEY, W1_N}, 60, true)
+    if HAVE_LUACURL then
+      local lc = luacurl({url, KEY, W1_N}, 60, true)
+      runs.luacurl[#runs.luacurl + 1] = {wall = lc.wall / W1_N, cpu = lc.cpu / W1_N}
+    end
     runs.multi[#runs.multi + 1] = {wall = bm.wall / W1_N, cpu = bm.cpu / W1_N}
     runs.baseline[#runs.baseline + 1] = {wall = b.wall / W1_N, cpu = b.cpu / W1_N}
     runs.imgedit[#runs.imgedit + 1] = {wall = i.wall / W1_N, cpu = i.cpu / W1_N, peak_rss_kib = i.peak_rss_kib}
@@ -307,9 +335,14 @@ local function w1(m)
       times(ki / kb), "≤ 150K", ki <= 150)
     row("W1 (diag.)", "instructions per request, imgedit.core alone", ("%.0fK"):format(kc), ("%.0fK"):format(kb),
       times(kc / kb), nil, nil)
+    if counts.luacurl then
+      local kl = counts.luacurl / 1000
+      row("W1 (peer)", "instructions per request, Debian's lua-curl (Lua 5.1)", ("%.0fK"):format(kl),
+        ("%.0fK"):format(kb), times(kl / kb), nil, nil)
+    end
     raw.w1_instructions = counts
     note("W1 instructions: callgrind's total for %d and for %d submissions in one process, the difference divided"
-      .. " by %d (start-up and the first connection cancel out).", W1_CG_N, 2 * W1_CG_N, W1_CG_N)
+      .. " by %d (start-up and the first connection cancel out).", W1_CG_SHORT, W1_CG_LONG, W1_CG_LONG - W1_CG_SHORT)
   else
     note("W1 instructions per request not measured: valgrind is not installed")
   end
@@ -318,6 +351,15 @@ local function w1(m)
   row("W1 (diag.)", "CPU per request, imgedit.core alone", us(cc), us(bc), times(cc / bc), nil, nil)
   local mc = median(collect(runs.multi, "cpu"))
   row("W1 (diag.)", "CPU per request, C driving libcurl as the core does", nil, us(mc), times(mc / bc), nil, nil)
+  if #runs.luacurl > 0 then
+    local lc = median(collect(runs.luacurl, "cpu"))
+    row("W1 (peer)", "CPU per request, Debian's lua-curl (Lua 5.1)", us(lc), us(bc), times(lc / bc), nil, nil)
+    note("W1's peer, bench/luacurl.lua: the same POSTs through Debian's lua-curl (a thin binding of the easy"
+      .. " interface, for Lua 5.1 and 5.2) on one reused handle, the body a fixed string, each response buffered;"
+      .. " nothing validated, encoded or decoded.")
+  else
+    note("W1's peer not measured: %s with Debian's lua-curl (package lua-curl) is not installed", LUACURL_LUA)
+  end
   if #unpinned.imgedit > 0 then
     local uw, ub = median(unpinned.imgedit), median(unpinned.baseline)
     row("W1 (check)", "wall per request, not pinned", us(uw), us(ub), times(uw / ub), nil, nil)

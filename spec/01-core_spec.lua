@@ -223,6 +223,33 @@ describe("imgedit.core", function()
     end)
   end)
 
+  describe("classify", function()
+    it("counts UTF-8 characters and tells control bytes and spaces apart", function()
+      local cases = {
+        { "", 0, false, false }, { "a cat", 5, false, true }, { "caf\195\169", 4, false, false },
+        { "line\nbreak", 10, true, false }, { "nul\0", 4, true, false }, { "del\127", 4, true, false },
+        { "\244\143\191\191", 1, false, false }, { "\240\159\152\128 x", 3, false, true },
+      }
+      for _, case in ipairs(cases) do
+        local chars, control, space = core.classify(case[1])
+        assert.are.same({ case[2], case[3], case[4] }, { chars, control, space }, ("%q"):format(case[1]))
+      end
+    end)
+
+    it("gives no length for text that is not valid UTF-8, and still tells the bytes", function()
+      -- a lone continuation, a truncated sequence, an overlong '/', a surrogate, above U+10FFFF, 0xFF
+      for _, text in ipairs({ "\128", "caf\195", "\192\175", "\237\160\128", "\244\144\128\128", "\255" }) do
+        assert.is_nil((core.classify(text)), ("%q"):format(text))
+      end
+      assert.are.same({ true, false }, { select(2, core.classify("\255\r")) })
+      assert.are.same({ false, true }, { select(2, core.classify("\192 ")) })
+    end)
+
+    it("raises for an argument that is not a string", function()
+      assert.has_error(function() core.classify({}) end)
+    end)
+  end)
+
   describe("sessions", function()
     it("refuses header lines that would break the header block, naming no value", function()
       for _, line in ipairs({AUTH .. "\r\nX-Injected: 1", "X-Nul: a\0b", "Authorization: Bearer " .. KEY .. "\n"}) do

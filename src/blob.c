@@ -41,7 +41,7 @@ void blob_push(lua_State *L, ExtractBlob *rb)
 
 static Blob *check_blob(lua_State *L)
 {
-	return luaL_checkudata(L, 1, BLOB_MT);
+	return imgedit_checkself(L, 1, BLOB_MT);
 }
 
 /* The blob at index 1, which must not be closed. */

@@ -1,8 +1,9 @@
 /*
- * base64 (RFC 4648, standard alphabet).
+ * base64 (RFC 4648, standard alphabet), and core.classify: what the Lua
+ * layer's checks of text and URLs need to know of a string, in one pass.
  *
- * Scratch space for the output comes from lua_newuserdata: if pushing the
- * result string raises a memory error, nothing is leaked.
+ * Scratch space for base64 output comes from lua_newuserdata: if pushing
+ * the result string raises a memory error, nothing is leaked.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -142,11 +143,96 @@ truncated:
 	return 2;
 }
 
+/*
+ * The length in characters of the UTF-8 text at s (n bytes), or -1 when it
+ * is not valid UTF-8: no overlong forms, no surrogates, nothing above
+ * U+10FFFF (RFC 3629).
+ */
+static long utf8_chars(const unsigned char *s, size_t n)
+{
+	size_t i = 0;
+	long count = 0;
+
+	while (i < n) {
+		unsigned char c = s[i];
+		unsigned char low = 0x80, high = 0xBF;
+		size_t extra, k;
+
+		if (c < 0x80) {
+			i++;
+			count++;
+			continue;
+		}
+		if (c >= 0xC2 && c <= 0xDF)
+			extra = 1;
+		else if (c == 0xE0)
+			extra = 2, low = 0xA0;
+		else if (c == 0xED)
+			extra = 2, high = 0x9F; /* no surrogates */
+		else if (c >= 0xE1 && c <= 0xEF)
+			extra = 2;
+		else if (c == 0xF0)
+			extra = 3, low = 0x90;
+		else if (c >= 0xF1 && c <= 0xF3)
+			extra = 3;
+		else if (c == 0xF4)
+			extra = 3, high = 0x8F; /* nothing above U+10FFFF */
+		else
+			return -1;
+		if (extra >= n - i)
+			return -1;
+		for (k = 1; k <= extra; k++) {
+			if (s[i + k] < low || s[i + k] > high)
+				return -1;
+			low = 0x80;
+			high = 0xBF;
+		}
+		i += extra + 1;
+		count++;
+	}
+	return count;
+}
+
+/*
+ * core.classify(s) --> chars, control, space: the length of s in UTF-8
+ * characters (nil when s is not valid UTF-8), whether it holds a control
+ * byte (0-31 or 127) and whether it holds a space (32). The same on every
+ * interpreter and in every C locale, unlike the character classes of Lua
+ * patterns; and one pass, where each pattern is a pass of its own.
+ */
+static int codec_classify(lua_State *L)
+{
+	size_t n, i;
+	const unsigned char *s = (const unsigned char *)luaL_checklstring(L, 1, &n);
+	int control = 0, space = 0, high = 0;
+	long chars;
+
+	for (i = 0; i < n; i++) {
+		unsigned char c = s[i];
+
+		if (c < 32 || c == 127)
+			control = 1;
+		else if (c == 32)
+			space = 1;
+		else if (c >= 128)
+			high = 1;
+	}
+	chars = high ? utf8_chars(s, n) : (long)n;
+	if (chars < 0)
+		lua_pushnil(L);
+	else
+		lua_pushinteger(L, (lua_Integer)chars);
+	lua_pushboolean(L, control);
+	lua_pushboolean(L, space);
+	return 3;
+}
+
 void codec_open(lua_State *L, int mod)
 {
 	static const luaL_Reg functions[] = {
 		{"base64_encode", codec_base64_encode},
 		{"base64_decode", codec_base64_decode},
+		{"classify", codec_classify},
 		{NULL, NULL}
 	};
 

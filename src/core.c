@@ -33,18 +33,35 @@ double imgedit_now(void)
 void imgedit_class(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods,
 		int nup)
 {
-	int i, first = lua_gettop(L) - nup + 1;
+	int i, first = lua_gettop(L) - nup + 1, mt;
 
 	luaL_newmetatable(L, name);
+	mt = lua_gettop(L);
 	lua_newtable(L);
 	for (i = 0; i < nup; i++)
 		lua_pushvalue(L, first + i);
-	compat_setfuncs(L, methods, nup);
-	lua_setfield(L, -2, "__index");
+	lua_pushvalue(L, mt);
+	compat_setfuncs(L, methods, nup + 1);
+	lua_setfield(L, mt, "__index");
 	for (i = 0; i < nup; i++)
 		lua_pushvalue(L, first + i);
-	compat_setfuncs(L, metamethods, nup);
+	lua_pushvalue(L, mt);
+	compat_setfuncs(L, metamethods, nup + 1);
 	lua_settop(L, first - 1);
+}
+
+void *imgedit_checkself(lua_State *L, int up, const char *name)
+{
+	void *p = lua_touserdata(L, 1);
+
+	if (p != NULL && lua_getmetatable(L, 1)) {
+		int same = lua_rawequal(L, -1, lua_upvalueindex(up));
+
+		lua_pop(L, 1);
+		if (same)
+			return p;
+	}
+	return luaL_checkudata(L, 1, name); /* raises, with luaL_checkudata's own message */
 }
 
 /* core.now(): seconds of a monotonic clock (a number; only differences mean something). */

@@ -11,7 +11,7 @@
  *   extract.c   the streaming extractor of one JSON key's string values
  *   blob.c      Blob: one extracted value, decoded, as a Lua object
  *   buffer.c    growable byte buffers
- *   codec.c     base64
+ *   codec.c     base64, and core.classify (UTF-8 length, control and space bytes)
  */
 #ifndef IMGEDIT_H
 #define IMGEDIT_H
@@ -43,7 +43,6 @@ IMGEDIT_EXPORT int luaopen_imgedit_core(lua_State *L);
 #define TRANSFER_MT "imgedit.transfer"
 #define BLOB_MT "imgedit.blob"
 #define RESULT_MT "imgedit.result"
-#define DETAILS_MT "imgedit.details"
 
 /* The placeholder an extracted value leaves in the body: the prefix, then n (from 1). */
 #define IMGEDIT_BLOB_PREFIX "imgedit-blob:"
@@ -59,10 +58,18 @@ IMGEDIT_INTERNAL double imgedit_now(void);
 /*
  * Registers the metatable `name`: methods go to its __index table, the
  * metamethods to it; both get the nup values on top of the stack as
- * upvalues, which are popped.
+ * upvalues, which are popped, and the metatable itself as upvalue nup + 1.
  */
 IMGEDIT_INTERNAL void imgedit_class(lua_State *L, const char *name, const luaL_Reg *methods,
 		const luaL_Reg *metamethods, int nup);
+
+/*
+ * In a method or metamethod of class `name` registered with nup upvalues
+ * (up = nup + 1): its first argument, a userdata of that class, or it
+ * raises as luaL_checkudata does. A comparison with the metatable at hand,
+ * where luaL_checkudata looks it up in the registry by name.
+ */
+IMGEDIT_INTERNAL void *imgedit_checkself(lua_State *L, int up, const char *name);
 
 /* Called once by luaopen; mod is the stack index of the module table. */
 IMGEDIT_INTERNAL void multi_open(lua_State *L, int mod);

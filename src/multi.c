@@ -30,7 +30,7 @@ enum {
 
 static Multi *check_multi(lua_State *L)
 {
-	return luaL_checkudata(L, 1, MULTI_MT);
+	return imgedit_checkself(L, 1, MULTI_MT);
 }
 
 static Multi *check_open(lua_State *L)

@@ -125,14 +125,19 @@ static int add_header(Buffer *h, const char *line, size_t len)
 	trim(&value, &vlen);
 	if (nlen == 0)
 		return 1;
-	if (!buffer_append(h, name, nlen) || !buffer_append(h, "", 1) ||
-			!buffer_append(h, value, vlen) || !buffer_append(h, "", 1)) {
-		h->len = old;
+	/* nlen + vlen < len: the line's own length, so the sum cannot wrap */
+	if (!buffer_reserve(h, nlen + vlen + 2))
 		return 0;
+	for (i = 0; i < nlen; i++) {
+		char c = name[i];
+
+		h->data[old + i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
 	}
-	for (i = old; i < old + nlen; i++)
-		if (h->data[i] >= 'A' && h->data[i] <= 'Z')
-			h->data[i] = (char)(h->data[i] - 'A' + 'a');
+	h->data[old + nlen] = '\0';
+	if (vlen > 0)
+		memcpy(h->data + old + nlen + 1, value, vlen);
+	h->data[old + nlen + 1 + vlen] = '\0';
+	h->len = old + nlen + vlen + 2;
 	return 1;
 }
 

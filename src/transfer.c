@@ -40,7 +40,7 @@ enum {
 };
 
 /* Upvalues of the methods and of the result's __index. */
-enum { UP_RESULT_MT = 1, UP_DETAILS };
+enum { UP_RESULT_MT = 1, UP_DETAILS, UP_TRANSFER_MT };
 
 struct Transfer {
 	Easy *easy;          /* one of the session's; NULL once closed (given back) */
@@ -60,14 +60,15 @@ struct Transfer {
 /*
  * What a result keeps of its transfer for the fields built when first read
  * (headers, time, connect_time, primary_ip, http_version): a userdata that
- * a weak table maps each result to.
+ * a weak table maps each result to, with the header block in it. Lua's
+ * memory holds it all: no finalizer, no allocation of its own.
  */
 typedef struct Details {
-	char *headers;       /* owned: the header block, until the headers table is built */
-	size_t len;
+	size_t len;          /* of the header block */
 	double time, connect_time;
 	long http_version;
 	char primary_ip[64]; /* "" when unknown */
+	char headers[];      /* the header block ("name\0value\0"...) */
 } Details;
 
 /* --- libcurl callbacks: C memory and FILE* only --------------------------- */
@@ -200,7 +201,7 @@ static void release(Transfer *t)
 
 static Transfer *check_transfer(lua_State *L)
 {
-	return luaL_checkudata(L, 1, TRANSFER_MT);
+	return imgedit_checkself(L, UP_TRANSFER_MT, TRANSFER_MT);
 }
 
 /* --- building a request --------------------------------------------------- */
@@ -505,27 +506,30 @@ static void account_blobs(lua_State *L, Multi *m, size_t bytes)
 	(void)lua_gc(L, LUA_GCCOLLECT, 0);
 }
 
-/* Takes over the header block of t and notes the timings, for the result's lazy fields. */
+/* Copies the header block of t and notes the timings, for the result's lazy fields. */
 static void push_details(lua_State *L, Transfer *t)
 {
 	CURL *easy = t->easy->handle;
-	Details *d = lua_newuserdata(L, sizeof *d);
+	size_t len = t->resp.headers.len;
+	Details *d = lua_newuserdata(L, sizeof *d + len);
 	curl_off_t us = 0;
 	char *ip = NULL;
 
 	memset(d, 0, sizeof *d);
-	compat_setmetatable(L, DETAILS_MT);
-	d->headers = t->resp.headers.data;
-	d->len = t->resp.headers.len;
-	t->resp.headers.data = NULL;
-	t->resp.headers.len = t->resp.headers.cap = 0;
+	d->len = len;
+	if (len > 0)
+		memcpy(d->headers, t->resp.headers.data, len);
 	if (curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK)
 		d->time = (double)us / 1e6;
 	us = 0;
 	if (curl_easy_getinfo(easy, CURLINFO_CONNECT_TIME_T, &us) == CURLE_OK)
 		d->connect_time = (double)us / 1e6;
-	if (curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL)
-		snprintf(d->primary_ip, sizeof d->primary_ip, "%s", ip);
+	if (curl_easy_getinfo(easy, CURLINFO_PRIMARY_IP, &ip) == CURLE_OK && ip != NULL) {
+		size_t n = strlen(ip);
+
+		if (n < sizeof d->primary_ip)
+			memcpy(d->primary_ip, ip, n + 1);
+	}
 	if (curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &d->http_version) != CURLE_OK)
 		d->http_version = 0;
 }
@@ -585,7 +589,7 @@ static const char *http_version_name(long version)
 
 /*
  * result.headers, .time, .connect_time, .primary_ip, .http_version: built
- * at the first read (the headers table: its C block is freed then), and
+ * at the first read from the Details the result is mapped to, and
  * stored in the result, so this runs once per result and field.
  */
 static int result_index(lua_State *L)
@@ -603,9 +607,6 @@ static int result_index(lua_State *L)
 		return 0;
 	if (strcmp(key, "headers") == 0) {
 		headers_push(L, d->headers, d->len);
-		free(d->headers);
-		d->headers = NULL;
-		d->len = 0;
 	} else if (strcmp(key, "time") == 0 || strcmp(key, "connect_time") == 0 ||
 			strcmp(key, "primary_ip") == 0 || strcmp(key, "http_version") == 0) {
 		/* the four together: they are read together, by logs */
@@ -632,16 +633,6 @@ static int result_index(lua_State *L)
 	lua_pushvalue(L, -2);
 	lua_rawset(L, 1);
 	return 1;
-}
-
-static int details_gc(lua_State *L)
-{
-	Details *d = luaL_checkudata(L, 1, DETAILS_MT);
-
-	free(d->headers);
-	d->headers = NULL;
-	d->len = 0;
-	return 0;
 }
 
 /* --- methods -------------------------------------------------------------- */
@@ -701,15 +692,7 @@ void transfer_open(lua_State *L)
 		{"__tostring", transfer_tostring},
 		{NULL, NULL}
 	};
-	static const luaL_Reg no_methods[] = {
-		{NULL, NULL}
-	};
-	static const luaL_Reg details_metamethods[] = {
-		{"__gc", details_gc},
-		{NULL, NULL}
-	};
 
-	imgedit_class(L, DETAILS_MT, no_methods, details_metamethods, 0);
 	/* results -> their Details, weak keys: a result takes its details along when it goes */
 	luaL_newmetatable(L, RESULT_MT);
 	lua_newtable(L);

@@ -10,7 +10,6 @@ local core = require("imgedit.core")
 local errors = require("imgedit.errors")
 local params = require("imgedit.params")
 local providers = require("imgedit.providers")
-local scheduler = require("imgedit.scheduler")
 local task = require("imgedit.task")
 local transport = require("imgedit.transport")
 
@@ -45,7 +44,6 @@ local function invalid(message)
   return nil, errors.new("invalid_request", message)
 end
 
---- Header names are HTTP tokens; values may not break the header block.
 --- Headers imgedit or libcurl set from the request itself: a caller's
 -- value would contradict them (a Content-Length that is not the body's...).
 local RESERVED_HEADERS = {
@@ -175,18 +173,15 @@ function client.new(provider, opts)
   end
   config.base_url = base_url
 
-  local self = setmetatable({
-    provider = provider,
-    config = config,
-    -- state shared by every request of this client: the 429 pause, and the
-    -- slots that keep at most max_in_flight requests on the wire
-    state = { paused_until = 0, slots = scheduler.semaphore(config.max_in_flight) },
-  }, Client)
+  -- `session`: what every request of this client shares (imgedit.transport):
+  -- the key (in a closure, not in a field: printing or serializing a client
+  -- must not reveal it), the 429 pause, the request slots, the prepared
+  -- requests. Providers, tasks and results hand it to transport.request.
+  local session = transport.session(provider, config, api_key)
+  local self = setmetatable({ provider = provider, config = config, session = session,
+                              credentials = session.secret }, Client)
   -- what servers send back is scrubbed of the key everywhere it is shown
   errors.protect(api_key)
-  -- the key lives in a closure, not in a field: printing or serializing a
-  -- client (vim.inspect, a logger) must not reveal it
-  self.credentials = function() return api_key end
   return self
 end
 
@@ -211,8 +206,9 @@ for _, name in ipairs(providers.names()) do
 end
 
 for _, name in ipairs(OPERATIONS) do
+  local fname = "client." .. name
   Client[name] = function(self, ...)
-    params.check_self(self, Client, "client." .. name, "imgedit client")
+    if getmetatable(self) ~= Client then params.check_self(self, Client, fname, "imgedit client") end
     local operation = self.provider.implementation[name]
     if not operation then
       return invalid(("%s has no %s operation (it offers: %s)"):format(self.provider.name, name,
@@ -246,7 +242,7 @@ end
 -- answer, or nil and an error when there was none (or no key).
 function client.probe(c, method, path)
   params.check_self(c, Client, "client.probe", "imgedit client")
-  local res, err = transport.request(c, { method = method, url = c.config.base_url .. path, auth = true,
+  local res, err = transport.request(c.session, { method = method, url = c.config.base_url .. path, auth = true,
                                           max_attempts = 1, any_status = true })
   if not res then return nil, err end
   return { status = res.status, request_id = res.request_id }

@@ -29,6 +29,8 @@ local ADVICE = {
 errors.KINDS = {}
 for kind in pairs(ADVICE) do errors.KINDS[kind] = true end
 
+local find = string.find
+
 local Error = {}
 Error.__index = Error
 
@@ -36,6 +38,8 @@ Error.__index = Error
 -- their percent-encoded forms: no text from a server reaches an error, a
 -- log line, the command's output or a file name with one of them in it.
 local secrets = {}
+-- The same secrets as a list, walked by errors.scrub (every request id).
+local secret_list = {}
 
 local function encoded(secret)
   return (secret:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end))
@@ -45,8 +49,12 @@ end
 -- every text from now on.
 function errors.protect(secret)
   if type(secret) ~= "string" or secret == "" or secrets[secret] then return end
-  secrets[secret] = true
-  secrets[encoded(secret)] = true
+  for _, s in ipairs({ secret, encoded(secret) }) do
+    if not secrets[s] then
+      secrets[s] = true
+      secret_list[#secret_list + 1] = s
+    end
+  end
 end
 
 --- Replaces every occurrence of `secret` in `text` with "[redacted]".
@@ -71,19 +79,20 @@ local function redact(text, secret)
 end
 
 --- `text` with `secret` and every registered secret replaced by "[redacted]".
-function errors.redact(text, secret)
+local function redact_all(text, secret)
   if type(text) ~= "string" then return text end
-  text = redact(text, secret)
-  for known in pairs(secrets) do
-    if text:find(known, 1, true) then text = redact(text, known) end
-  end
-  return text
+  return errors.scrub(redact(text, secret))
 end
 
 --- `text` without any registered secret: for every string a server gave
 -- that goes on to a log line, the command's output or a file name.
 function errors.scrub(text)
-  return errors.redact(text, nil)
+  if type(text) ~= "string" then return text end
+  for i = 1, #secret_list do
+    local known = secret_list[i]
+    if find(text, known, 1, true) then text = redact(text, known) end
+  end
+  return text
 end
 
 --- Creates an error.
@@ -97,10 +106,10 @@ function errors.new(kind, message, fields, secret)
   local err = {}
   if fields then
     -- every string field: the server's code, type, request id, task id...
-    for k, v in pairs(fields) do err[k] = errors.redact(v, secret) end
+    for k, v in pairs(fields) do err[k] = redact_all(v, secret) end
   end
   err.kind = kind
-  err.message = errors.redact(message, secret)
+  err.message = redact_all(message, secret)
   if err.retryable == nil then err.retryable = false end
   return setmetatable(err, Error)
 end

@@ -3,10 +3,11 @@
 --
 -- A provider's catalog (`imgedit.providers.<name>`) describes each model's
 -- fields as plain data: name, wire name, type, range, length, choices,
--- default, the operations a field belongs to. `params.compile` turns one
--- model's fields for one operation into a schema once; `params.build` checks
--- a caller's table against it and returns the wire body (flat, under wire
--- names: the provider shapes it further). Every problem becomes an
+-- default, the operations a field belongs to. `params.request` compiles one
+-- model's fields for one operation into a schema once, the first time they
+-- are asked for, then checks a caller's table against it and returns the
+-- wire body (flat, under wire names: the provider shapes it further). Every
+-- problem becomes an
 -- `invalid_request` error naming the field and the fix, and no request is
 -- made.
 --
@@ -41,6 +42,7 @@
 --   doc          one line for people
 -- @module imgedit.params
 
+local core = require("imgedit.core")
 local errors = require("imgedit.errors")
 local file = require("imgedit.file")
 local providers = require("imgedit.providers")
@@ -81,9 +83,11 @@ local function is_integer(v)
 end
 params.is_integer = is_integer
 
+local HUGE = math.huge
+
 --- A number that is neither NaN nor infinite.
 local function is_finite(v)
-  return type(v) == "number" and v == v and v > -math.huge and v < math.huge
+  return type(v) == "number" and v == v and v > -HUGE and v < HUGE
 end
 params.is_finite = is_finite
 
@@ -115,38 +119,15 @@ function params.show(v)
 end
 local show = params.show
 
---- Length of a UTF-8 string in code points, or nil when it is not valid
--- UTF-8 (overlong forms, surrogates and code points above U+10FFFF are not).
--- Written out (not `utf8.len`) so that every interpreter counts the same way.
-function params.utf8_length(s)
-  -- plain ASCII, the common case, is counted by the C string library
-  if not s:find("[\128-\255]") then return #s end
-  local count, i, n = 0, 1, #s
-  while i <= n do
-    local c = s:byte(i)
-    local extra, low, high = 0, 0x80, 0xBF
-    if c < 0x80 then -- luacheck: ignore 542 (one byte: nothing more to read)
-    elseif c >= 0xC2 and c <= 0xDF then extra = 1
-    elseif c == 0xE0 then extra, low = 2, 0xA0
-    elseif c == 0xED then extra, high = 2, 0x9F -- no surrogates
-    elseif c >= 0xE1 and c <= 0xEF then extra = 2
-    elseif c == 0xF0 then extra, low = 3, 0x90
-    elseif c >= 0xF1 and c <= 0xF3 then extra = 3
-    elseif c == 0xF4 then extra, high = 3, 0x8F -- nothing above U+10FFFF
-    else return nil end
-    for k = i + 1, i + extra do
-      local cc = s:byte(k)
-      if not cc or cc < low or cc > high then return nil end
-      low, high = 0x80, 0xBF
-    end
-    i = i + extra + 1
-    count = count + 1
-  end
-  return count
-end
+--- What one pass over a string finds: its length in UTF-8 characters (nil
+-- when it is not valid UTF-8: overlong forms, surrogates and code points
+-- above U+10FFFF are not), whether it holds a control byte (0-31, 127),
+-- whether it holds a space. In C, so that every interpreter and C locale
+-- counts the same way, and cheaper than a character-class pattern.
+local classify = core.classify
 
 --- A public http(s) URL: the problem with `v`, or nil.
-function params.url_problem(v)
+local function url_problem(v)
   if type(v) ~= "string" then return "must be a URL string, got " .. show(v) end
   if not v:match("^[hH][tT][tT][pP][sS]?://[^/%s]") or v:find("[%s%z]") then
     return ("must be an http(s) URL, got %s"):format(show(v))
@@ -160,6 +141,7 @@ end
 -- wrong with it (the end of a sentence that starts with the field's name).
 
 local compile_check -- forward: a field-like description to a check
+local json_problem  -- forward: why a value cannot be sent as JSON
 
 local function check_string(spec, ctx)
   local choices, listed
@@ -194,7 +176,7 @@ local function check_string(spec, ctx)
   local find, byte = string.find, string.byte
   local plain = spec.plain
   -- the common cases first, with tests cheaper than the general ones: an
-  -- http(s) URL in lower case, a choice, ASCII text short enough
+  -- http(s) URL in lower case, a choice, text short enough
   local function general(v)
     if format == "image" then
       if file.is(v) then
@@ -217,7 +199,7 @@ local function check_string(spec, ctx)
     end
     if type(v) ~= "string" then return nil, "must be a string, got " .. show(v) end
     if format == "url" or format == "image" then
-      local problem = params.url_problem(v)
+      local problem = url_problem(v)
       if problem then
         if format == "image" and ctx.local_files then
           problem = problem .. " (or a data:image URI, or imgedit.file(path))"
@@ -226,10 +208,10 @@ local function check_string(spec, ctx)
       end
       return v
     end
-    local len = params.utf8_length(v)
+    local len, control = classify(v)
     if not len then return nil, "is not valid UTF-8 text" end
     if len == 0 then return nil, "must not be empty" end
-    if plain and find(v, "[%c\127]") then
+    if plain and control then
       return nil, "must not contain control characters (NUL, CR, LF, ...), got " .. show(v)
     end
     if size then return size(v) end
@@ -243,10 +225,14 @@ local function check_string(spec, ctx)
   end
   if format == "url" or format == "image" then
     return function(v)
-      -- "https://" or "http://" then a host: no pattern needed to say so
+      -- "https://" or "http://", a host, no control byte nor space: no pattern needed to say so
       if type(v) == "string" then
         local after = (find(v, "https://", 1, true) == 1 and 9) or (find(v, "http://", 1, true) == 1 and 8)
-        if after and byte(v, after) and byte(v, after) ~= 47 and not find(v, "[%z\1-\32\127]") then return v end
+        local c = after and byte(v, after)
+        if c and c ~= 47 then
+          local _, control, space = classify(v)
+          if not control and not space then return v end
+        end
       end
       return general(v)
     end
@@ -258,10 +244,9 @@ local function check_string(spec, ctx)
     end
   elseif not size then
     return function(v)
-      -- ASCII (no byte above 127) is valid UTF-8, one character a byte
-      if type(v) == "string" and v ~= "" and not find(v, "[\128-\255]") and (not max_length or #v <= max_length)
-          and not (plain and find(v, "[%c\127]")) then
-        return v
+      if type(v) == "string" then
+        local len, control = classify(v)
+        if len and len > 0 and (not max_length or len <= max_length) and not (plain and control) then return v end
       end
       return general(v)
     end
@@ -278,9 +263,14 @@ local function range_problem(v, min, max)
   return nil
 end
 
+local tointeger = math.tointeger
+
 local function check_integer(spec)
   local min, max = spec.min, spec.max
+  -- the range a valid value lies in: a number there that is whole is one
+  local low, high = math.max(min or -MAX_SENT, -MAX_SENT), math.min(max or MAX_SENT, MAX_SENT)
   return function(v)
+    if type(v) == "number" and v >= low and v <= high and v % 1 == 0 then return tointeger and tointeger(v) or v end
     if not is_integer(v) or v > MAX_SENT or v < -MAX_SENT then
       if is_finite(v) and v == math.floor(v) then
         return nil, ("must be an integer of at most %s in size (the largest sent exactly), got %s")
@@ -290,7 +280,7 @@ local function check_integer(spec)
     end
     local problem = range_problem(v, min, max)
     if problem then return nil, problem end
-    return (math.tointeger and math.tointeger(v)) or v
+    return tointeger and tointeger(v) or v
   end
 end
 
@@ -315,17 +305,18 @@ end
 local function array_length(v)
   local n = #v
   for k in pairs(v) do
-    if not is_integer(k) or k < 1 or k > n then return nil, k end
+    if type(k) ~= "number" or not (k >= 1 and k <= n and k % 1 == 0) then return nil, k end
   end
   return n
 end
-params.array_length = array_length
 
 local function check_array(spec, ctx)
   local item = compile_check(spec.items or {}, ctx)
   local min_items, max_items = spec.min_items, spec.max_items
   return function(v)
-    if type(v) ~= "table" or file.is(v) then return nil, "must be an array, got " .. show(v) end
+    if type(v) ~= "table" or (getmetatable(v) ~= nil and file.is(v)) then
+      return nil, "must be an array, got " .. show(v)
+    end
     local n, key = array_length(v)
     if not n then return nil, "must be an array (keys 1..n), found key " .. show(key) end
     if n == 0 and (min_items or 0) > 0 then return nil, "must not be empty" end
@@ -362,7 +353,7 @@ local function check_object(spec, ctx)
     for key, value in pairs(v) do
       if type(key) ~= "string" then return nil, "must be an object: its keys must be names, found " .. show(key) end
       if open then
-        local problem = params.json_problem(value)
+        local problem = json_problem(value)
         if problem then return nil, ("%s %s"):format(key, problem) end
         out[key] = value
       else
@@ -451,7 +442,7 @@ end
 --- Why `value` cannot be sent as JSON (a function, a key that is not a
 -- name, a cycle, NaN...), or nil. Tables are arrays (keys 1..n) or objects
 -- (string keys); `imgedit.null` is null.
-function params.json_problem(value, depth)
+function json_problem(value, depth)
   depth = depth or 0
   local kind = type(value)
   if kind == "string" or kind == "boolean" or value == NULL then return nil end
@@ -469,7 +460,7 @@ function params.json_problem(value, depth)
     if not n and type(k) ~= "string" then
       return ("has a key %s: a JSON object's keys are strings"):format(show(k))
     end
-    local problem = params.json_problem(v, depth + 1)
+    local problem = json_problem(v, depth + 1)
     if problem then return ("%s %s"):format(n and ("[" .. show(k) .. "]") or k, problem) end
   end
   return nil
@@ -485,7 +476,7 @@ local function in_list(list, value)
 end
 
 --- The fields of `entry` that belong to `operation`, in catalog order.
-function params.fields_for(entry, operation)
+local function fields_for(entry, operation)
   local out = {}
   for _, field in ipairs(entry.fields) do
     if not field.operations or in_list(field.operations, operation) then out[#out + 1] = field end
@@ -504,6 +495,9 @@ local function overridden(spec, override)
   copy.when = nil
   return copy
 end
+
+--- The per-call options of a request that gives none (its callers only read it).
+local NO_OPTIONS = {}
 
 local function invalid(schema, message)
   return nil, errors.new("invalid_request", schema.label .. ": " .. message)
@@ -539,7 +533,7 @@ local function merge_extra(schema, body, extra)
     if schema.reserved[key] then
       return invalid(schema, ("extra.%s cannot be set: imgedit builds %s itself"):format(key, key))
     end
-    local problem = params.json_problem(value)
+    local problem = json_problem(value)
     if problem then return invalid(schema, ("extra.%s %s"):format(key, problem)) end
     body[key] = value
   end
@@ -553,7 +547,7 @@ end
 -- which make the error. (A schema is checked on every request: an
 -- interpreted walk over the field list cost most of a submission's time.)
 local function generate(schema)
-  local U = { checks = {}, when = {}, defaults = {}, model = schema.model, known = {} }
+  local U = { checks = {}, when = {}, defaults = {}, model = schema.model, known = {}, NO_OPTIONS = NO_OPTIONS }
   for name in pairs(schema.known) do U.known[name] = true end
   for name in pairs(schema.control) do U.known[name] = true end
   U.known.model, U.known.extra = true, true
@@ -582,10 +576,20 @@ local function generate(schema)
   function U.merge_extra(body, extra) return merge_extra(schema, body, extra) end
 
   local src = { "local U = ...",
-    "local known, unknown, dup, required, failed, length, merge_extra ="
-      .. " U.known, U.unknown, U.dup, U.required, U.failed, U.length, U.merge_extra",
-    "local next, type = next, type" }
+    "local known, unknown, dup, required, failed, length, merge_extra, model ="
+      .. " U.known, U.unknown, U.dup, U.required, U.failed, U.length, U.merge_extra, U.model",
+    "local next, type, NO_OPTIONS = next, type, U.NO_OPTIONS" }
   local function emit(fmt, ...) src[#src + 1] = fmt:format(...) end
+  -- A default that the field's check accepts as it is need not be checked
+  -- on every request (only a field without `when` has one check).
+  local prechecked = {}
+  for i, f in ipairs(schema.fields) do
+    local default = f.default
+    if default ~= nil and not f.when and not f.same_length_as then
+      local checked, problem = f.check(default)
+      if not problem and checked == default then prechecked[i] = true end
+    end
+  end
   for i, f in ipairs(schema.fields) do
     U.checks[i] = f.check
     U.defaults[i] = f.default
@@ -606,12 +610,15 @@ local function generate(schema)
     end
     if f.required then
       emit("  if v%d == nil then return required(%q) end", i, f.name)
+    elseif prechecked[i] then
+      emit("  local given%d = v%d ~= nil", i, i)
+      emit("  if not given%d then v%d = default%d end", i, i, i)
     elseif f.default ~= nil then
       emit("  if v%d == nil then v%d = default%d end", i, i, i)
     end
   end
   for i, f in ipairs(schema.fields) do
-    emit("  if v%d ~= nil then", i)
+    emit(prechecked[i] and "  if given%d then" or "  if v%d ~= nil then", i)
     emit("    local check, problem = check%d, nil", i)
     for j, override in ipairs(f.when or {}) do
       local other = index[override.field]
@@ -626,7 +633,7 @@ local function generate(schema)
     end
     emit("  end")
   end
-  local items = { "model = U.model" }
+  local items = { "model = model" }
   for i, f in ipairs(schema.fields) do items[#items + 1] = ("[%q] = v%d"):format(f.wire, i) end
   emit("  local body = { %s }", table.concat(items, ", "))
   emit("  local extra = input.extra")
@@ -634,10 +641,16 @@ local function generate(schema)
   emit("    local ok, problem = merge_extra(body, extra)")
   emit("    if not ok then return nil, problem end")
   emit("  end")
-  local names, control = {}, {}
+  -- the per-call options: none given (the common case) is one shared empty table
+  local names, none, control = {}, {}, {}
   for name in pairs(schema.control) do names[#names + 1] = name end
   table.sort(names)
-  for _, name in ipairs(names) do control[#control + 1] = ("[%q] = input[%q]"):format(name, name) end
+  for i, name in ipairs(names) do
+    none[i] = ("c%d == nil"):format(i)
+    control[i] = ("[%q] = c%d"):format(name, i)
+    emit("  local c%d = input[%q]", i, name)
+  end
+  if #names > 0 then emit("  if %s then return body, NO_OPTIONS end", table.concat(none, " and ")) end
   emit("  return body, { %s }", table.concat(control, ", "))
   emit("end")
   local chunk = assert((loadstring or load)(table.concat(src, "\n"), "=params " .. schema.label))
@@ -649,14 +662,14 @@ end
 -- `files_elsewhere` (advice when local files are refused), `control` (the
 -- per-call options allowed beside the parameters: {name = true}), `reserved`
 -- (wire names that `extra` may not set).
-function params.compile(entry, operation, ctx)
+local function compile(entry, operation, ctx)
   local schema = {
     label = ("%s (%s)"):format(ctx.label, entry.name), base_label = ctx.label,
     model = entry.name, operation = operation,
     fields = {}, known = {}, control = ctx.control or {}, reserved = {},
   }
   local listed = { "model", "extra" }
-  for _, field in ipairs(params.fields_for(entry, operation)) do
+  for _, field in ipairs(fields_for(entry, operation)) do
     local compiled = {
       name = field.name, wire = field.wire or field.name, required = field.required,
       default = field.send_default and field.default or nil,
@@ -682,14 +695,6 @@ function params.compile(entry, operation, ctx)
   schema.reserved.model = true
   schema.build = generate(schema)
   return schema
-end
-
---- Validates `input` against `schema`. Returns the body (wire names; model
--- included), the per-call options, or nil and an `invalid_request` error.
--- `input.model` and `input.extra` are read here; `input.body` must have
--- been dealt with by the caller.
-function params.build(schema, input)
-  return schema.build(input)
 end
 
 --- The problem with `v` as a value of Lua type `spec.type` (items of
@@ -718,13 +723,13 @@ local function lua_type_problem(spec, v)
   elseif kind ~= "any" and type(v) ~= kind then
     return ("must be a %s, got %s"):format(kind == "boolean" and "boolean (true or false)" or kind, show(v))
   end
-  return params.json_problem(v)
+  return json_problem(v)
 end
 
 --- For a model that is not in the catalog: `input` sent as given, friendly
 -- names mapped to wire names as `schema` (the operation's default model)
 -- maps them, each value's Lua type checked but no range, length or choice.
-function params.build_unvalidated(schema, input, model)
+local function build_unvalidated(schema, input, model)
   local label = ("%s (%s, not in the catalog)"):format(schema.base_label, model)
   local unvalidated = { label = label, control = schema.control, known = {}, reserved = schema.reserved,
                         model = model }
@@ -740,7 +745,7 @@ function params.build_unvalidated(schema, input, model)
           :format(key, f and f.name or key))
       end
       local problem
-      if f then problem = lua_type_problem(f.spec, value) else problem = params.json_problem(value) end
+      if f then problem = lua_type_problem(f.spec, value) else problem = json_problem(value) end
       if problem then return invalid(unvalidated, key .. " " .. problem) end
       body[wire] = value
     end
@@ -774,7 +779,7 @@ local function schema_for(d, entry, operation)
   end
   local schema = by_op[operation]
   if not schema then
-    schema = params.compile(entry, operation, {
+    schema = compile(entry, operation, {
       label = d.name .. " " .. operation, provider = d.name, local_files = d.local_files,
       files_elsewhere = not d.local_files and files_elsewhere() or nil, control = d.control,
       reserved = d.reserved,
@@ -810,7 +815,7 @@ local function served_by(entry)
     ops = {}
     for _, o in ipairs(entry.operations) do
       local required = {}
-      for _, f in ipairs(params.fields_for(entry, o)) do
+      for _, f in ipairs(fields_for(entry, o)) do
         if f.required then required[#required + 1] = { f.name, f.wire or f.name } end
       end
       ops[o] = required
@@ -824,23 +829,39 @@ end
 -- when `operations` lists several (an asynchronous provider's submit), the
 -- first the entry serves whose required fields `input` gives (else the
 -- first it serves).
+local candidates = setmetatable({}, { __mode = "k" }) -- entry -> operations list -> the ones it serves
+
 local function pick_operation(entry, operation, operations, input)
   local ops = served_by(entry)
-  if not operations then return ops[operation] and operation or nil end
-  local first
-  for _, o in ipairs(operations) do
-    local required = ops[o]
-    if required then
-      first = first or o
-      local complete = true
-      for _, names in ipairs(required) do
-        if input[names[1]] == nil and input[names[2]] == nil then complete = false end
-      end
-      if complete then return o end
-    end
+  if not operations then return ops[operation] and operation or nil, true end
+  local by_list = candidates[entry]
+  if not by_list then
+    by_list = setmetatable({}, { __mode = "k" })
+    candidates[entry] = by_list
   end
-  return first
+  local list = by_list[operations]
+  if not list then
+    list = {}
+    for _, o in ipairs(operations) do
+      if ops[o] then list[#list + 1] = o end
+    end
+    by_list[operations] = list
+  end
+  -- one candidate: it is the first whatever input gives (most models)
+  if #list <= 1 then return list[1], true end
+  for _, o in ipairs(list) do
+    local complete = true
+    for _, names in ipairs(ops[o]) do
+      if input[names[1]] == nil and input[names[2]] == nil then complete = false end
+    end
+    if complete then return o end
+  end
+  return list[1]
 end
+
+--- Per descriptor, per operation (or list of operations asked for), per
+-- model name: the schema, where the model alone decides it.
+local routes = setmetatable({}, { __mode = "k" })
 
 --- Validates the parameters of one operation of provider `d` (its
 -- descriptor) and returns what to send:
@@ -857,8 +878,8 @@ end
 -- `operations` (optional) lists the operations `input` may be for
 -- (`submit`: any that waits), see `pick_operation`.
 function params.request(d, operation, input, strict, operations)
-  local label = d.name .. " " .. operation
   if input.body ~= nil then
+    local label = d.name .. " " .. operation
     local body = input.body
     if type(body) ~= "table" or file.is(body) or (array_length(body) or 0) > 0 then
       return nil, errors.new("invalid_request", label .. ": body must be a table: the exact JSON object to send")
@@ -873,7 +894,7 @@ function params.request(d, operation, input, strict, operations)
         control[key] = value
       end
     end
-    local problem = params.json_problem(body)
+    local problem = json_problem(body)
     if problem then return nil, errors.new("invalid_request", label .. ": body " .. problem) end
     return { body = body, control = control, model = type(body.model) == "string" and body.model or nil,
              operation = operation, validated = false, note = "the body was given as is" }
@@ -882,18 +903,36 @@ function params.request(d, operation, input, strict, operations)
   local model = input.model
   if model == nil then model = d.defaults[operation] end
   if type(model) ~= "string" or model == "" then
-    return nil, errors.new("invalid_request", ("%s: model must be a model name (a string), got %s")
-      :format(label, show(model)))
+    return nil, errors.new("invalid_request", ("%s %s: model must be a model name (a string), got %s")
+      :format(d.name, operation, show(model)))
   end
-  local entry = find_entry(d, model)
+  -- the schema a model of the catalog is checked with, when the input has
+  -- no say in it: looked up once, then remembered
+  local per_key = routes[d]
+  if not per_key then
+    per_key = setmetatable({}, { __mode = "k" })
+    routes[d] = per_key
+  end
+  local key = operations or operation
+  local remembered = per_key[key]
+  if not remembered then
+    remembered = {}
+    per_key[key] = remembered
+  end
+  local schema = remembered[model]
+  local entry = not schema and find_entry(d, model)
   if entry then
-    local op = pick_operation(entry, operation, operations, input)
+    local op, fixed = pick_operation(entry, operation, operations, input)
     if not op then
-      return nil, errors.new("invalid_request", ("%s: %s does not do %s; it does %s"):format(label, model,
-        operation, table.concat(entry.operations, ", ")))
+      return nil, errors.new("invalid_request", ("%s %s: %s does not do %s; it does %s"):format(d.name, operation,
+        model, operation, table.concat(entry.operations, ", ")))
     end
-    local schema = schema_for(d, entry, op)
-    local body, control = params.build(schema, input)
+    schema = schema_for(d, entry, op)
+    if fixed then remembered[model] = schema end
+  end
+  if schema then
+    local op = schema.operation
+    local body, control = schema.build(input)
     if not body then return nil, control end
     return { body = body, control = control, model = model, operation = op, schema = schema,
              validated = true, note = input.extra ~= nil and "its extra fields were sent as given" or nil }
@@ -905,13 +944,14 @@ function params.request(d, operation, input, strict, operations)
   end
   if strict then
     return nil, errors.new("invalid_request", ("%s: unknown model %s (known: %s); the client has strict_models"
-      .. " = true, which refuses models outside the catalog"):format(label, show(model), quoted_list(known)))
+      .. " = true, which refuses models outside the catalog"):format(d.name .. " " .. operation, show(model),
+      quoted_list(known)))
   end
   -- friendly names are mapped as the operation's default model maps them
   local default = find_entry(d, d.defaults[operation])
   local op = pick_operation(default, operation, operations, input)
-  local schema = schema_for(d, default, op)
-  local body, control = params.build_unvalidated(schema, input, model)
+  schema = schema_for(d, default, op)
+  local body, control = build_unvalidated(schema, input, model)
   if not body then return nil, control end
   return { body = body, control = control, model = model, operation = op, schema = schema, validated = false,
            note = ("model %s is not in the catalog (known: %s)"):format(show(model), quoted_list(known)) }

@@ -210,7 +210,7 @@ local function stage(image, tmp, deadline)
   end
   local refused = check_download_url(client_of[image], image.url)
   if refused then return nil, refused end
-  local res, err = transport.request(client_of[image], {
+  local res, err = transport.request(client_of[image].session, {
     method = "GET", url = image.url, output = tmp, download = true, deadline = deadline,
   })
   if not res then
@@ -405,7 +405,7 @@ function Image:bytes(opts)
   local client = client_of[self]
   local refused = check_download_url(client, self.url or "")
   if refused then return nil, refused end
-  local res, err = transport.request(client, { method = "GET", url = self.url, download = true,
+  local res, err = transport.request(client.session, { method = "GET", url = self.url, download = true,
                                                    deadline = deadline })
   if not res then return nil, err end
   err = not_an_image(self, res.body:sub(1, 16), res.headers and res.headers["content-type"],

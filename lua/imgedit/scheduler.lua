@@ -60,7 +60,6 @@ local function current()
   local co = coroutine.running()
   return co and handles[co]
 end
-scheduler.current = current
 
 -- Loops --------------------------------------------------------------------------
 --
@@ -116,7 +115,7 @@ end
 --- The multi handle the loop's transfers run on (shared by every loop of
 -- the Lua state, with its connection pool).
 function Loop:multi() -- luacheck: ignore 212/self (a method: runtimes call it on the loop)
-  return scheduler.multi()
+  return multi or scheduler.multi()
 end
 
 --- Seconds until the loop's next timer is due (0 when overdue), or nil.
@@ -198,11 +197,12 @@ end
 
 --- Moves the coroutines whose transfers finished to their loops' queues
 -- (of every loop: the multi handle is shared).
-function Loop:collect()
-  for _, transfer in ipairs(self:multi():done()) do
-    local co = waiting[transfer]
+function Loop:collect() -- luacheck: ignore 212/self (the multi handle is every loop's)
+  local done = (multi or scheduler.multi()):done()
+  for i = 1, #done do
+    local co = waiting[done[i]]
     if co then
-      waiting[transfer] = nil
+      waiting[done[i]] = nil
       wake(co)
     end
   end
@@ -291,7 +291,7 @@ end
 --- Starts a transfer of `session` described by `request` (see
 -- `imgedit.core`'s m:add); returns it, or nil and a message.
 function scheduler.start(session, request)
-  return scheduler.multi():add(session, request)
+  return (multi or scheduler.multi()):add(session, request)
 end
 
 --- Waits until `transfer` is done and returns its result table.
@@ -303,15 +303,16 @@ function scheduler.await(transfer)
     end
     return transfer:result()
   end
-  local loop = scheduler.loop()
   local rt = runtime.current()
-  while true do
-    rt.perform(loop)
-    -- finished transfers of the loops' coroutines must still wake them
-    loop:collect()
-    if transfer:done() then break end
+  local loop = rt.context and scheduler.loop() or global_loop
+  rt.perform(loop)
+  while not transfer:done() do
     rt.wait(loop, MAX_WAIT)
+    rt.perform(loop)
   end
+  -- the loops' coroutines whose transfers finished meanwhile are woken (they
+  -- run at their loop's next turn, which cannot come before this returns)
+  loop:collect()
   return transfer:result()
 end
 

@@ -1,9 +1,9 @@
 --- Tasks of asynchronous providers: submit once, then poll until done.
 --
 -- A task is made with its provider's codec (the descriptor's `task` table:
--- `path(id)`, `read(raw)` → normalized fields, `result(client, task)` → a
--- Result, `failure(code)` → what the reference advises), so this file knows
--- no provider's wire format.
+-- `path(id)`, `read(raw, task)` → sets the task's normalized fields from
+-- its JSON, `result(client, task)` → a Result, `failure(code)` → what the
+-- reference advises), so this file knows no provider's wire format.
 -- @module imgedit.task
 
 local errors = require("imgedit.errors")
@@ -26,27 +26,26 @@ local KNOWN = { pending = true, processing = true, completed = true, failed = tr
 local FINAL_POLL_TIME = 2
 
 --- Polling defaults (seconds). See `task.next_delay` for the schedule.
-task.POLL_DEFAULTS = { interval = 0.5, max_interval = 15, timeout = 600 }
+local POLL_DEFAULTS = { interval = 0.5, max_interval = 15, timeout = 600 }
 
 --- The shortest poll interval allowed (seconds): no wait may busy-poll.
-task.MIN_INTERVAL = 0.05
+local MIN_INTERVAL = 0.05
 
--- The client a task polls through, its provider's codec, and when its
--- submission was answered: not fields, so that a task prints cleanly.
-local client_of = setmetatable({}, { __mode = "k" })
-local codec_of = setmetatable({}, { __mode = "k" })
-local submitted_at = setmetatable({}, { __mode = "k" })
+-- What a task needs that is not a field (so that a task prints cleanly):
+-- `{client, codec, submitted}`, the client it polls through, its
+-- provider's codec, and when its submission was answered (or nil).
+local private = setmetatable({}, { __mode = "k" })
 
 --- A task handle for task `id` of `client`, read with `codec`. `raw`
--- (optional) is the task JSON its submission returned.
-function task.new(client, codec, id, raw)
-  local t = setmetatable({ id = id }, Task)
-  client_of[t] = client
-  codec_of[t] = codec
-  if raw then
-    submitted_at[t] = scheduler.now()
-    t:_update(raw)
-  end
+-- (optional) is the task JSON its submission returned, `request_id` the
+-- submission's. A task is made on every submission: one table, sized by
+-- its constructor for every field the codec sets (those it sets to nil
+-- included), so that reading them in grows nothing.
+function task.new(client, codec, id, raw, request_id)
+  local t = setmetatable({ id = id, raw = raw, request_id = request_id, status = nil, progress = nil,
+                           estimated_time = nil, can_cancel = nil, model = nil, created = nil, error = nil }, Task)
+  if raw then codec.read(raw, t) end
+  private[t] = { client, codec, raw and scheduler.now() or nil }
   return t
 end
 
@@ -57,10 +56,7 @@ end
 -- The task keeps the id it was made with: the server's `id` field is not
 -- read back (a poll answer cannot move the handle to another task).
 function Task:_update(raw)
-  local fields = codec_of[self].read(raw)
-  self.status, self.progress, self.estimated_time = fields.status, fields.progress, fields.estimated_time
-  self.can_cancel, self.model, self.created, self.error = fields.can_cancel, fields.model, fields.created,
-    fields.error
+  private[self][2].read(raw, self)
   self.raw = raw
 end
 
@@ -68,9 +64,9 @@ end
 -- @tparam[opt] table opts `deadline` (absolute, internal)
 function Task:refresh(opts)
   params.check_self(self, Task, "task.refresh", "imgedit task")
-  local client = client_of[self]
-  local res, err = transport.request(client, {
-    method = "GET", url = client.config.base_url .. codec_of[self].path(self.id),
+  local client, codec = private[self][1], private[self][2]
+  local res, err = transport.request(client.session, {
+    method = "GET", url = client.config.base_url .. codec.path(self.id),
     auth = true, decode = true, deadline = opts and opts.deadline,
   })
   if not res then
@@ -124,18 +120,21 @@ function task.next_delay(age, progress, estimate, poll)
   return gap
 end
 
+local NONE = {}
+
+--- The poll options of a wait: the caller's, else the client's, else the
+-- defaults (each checked already: numbers, never false).
 local function poll_options(client, given)
-  local poll = {}
-  for key, value in pairs(task.POLL_DEFAULTS) do poll[key] = value end
-  for key, value in pairs(client.config.poll or {}) do poll[key] = value end
-  for key, value in pairs(given or {}) do poll[key] = value end
-  return poll
+  local d, c, g = POLL_DEFAULTS, client.config.poll or NONE, given or NONE
+  return { interval = g.interval or c.interval or d.interval,
+           max_interval = g.max_interval or c.max_interval or d.max_interval,
+           timeout = g.timeout or c.timeout or d.timeout }
 end
 
 --- The wait options, described as fields are (imgedit.params).
 local POLL_FIELDS = {
-  interval = params.seconds(task.MIN_INTERVAL, 3600),
-  max_interval = params.seconds(task.MIN_INTERVAL, 86400),
+  interval = params.seconds(MIN_INTERVAL, 3600),
+  max_interval = params.seconds(MIN_INTERVAL, 86400),
   timeout = params.seconds(),
 }
 local check_timeout = POLL_FIELDS.timeout
@@ -157,9 +156,12 @@ function task.plan(client, opts)
                         on_progress = opts.on_progress }, Plan)
 end
 
+local function invalid(message)
+  return nil, errors.new("invalid_request", message)
+end
+
 --- Validates `wait` options; returns them or nil and an error.
 function task.check_wait_options(opts)
-  local function invalid(message) return nil, errors.new("invalid_request", message) end
   if opts.timeout ~= nil then
     local _, problem = check_timeout(opts.timeout)
     if problem then return invalid("timeout " .. problem) end
@@ -192,7 +194,7 @@ end
 function Task:wait(opts)
   params.check_self(self, Task, "task.wait", "imgedit task")
   if opts ~= nil and type(opts) ~= "table" then params.argerror(1, "wait", "table", opts) end
-  local client = client_of[self]
+  local client, codec, submitted = private[self][1], private[self][2], private[self][3]
   local plan = getmetatable(opts) == Plan and opts
   if not plan then
     local problem
@@ -208,7 +210,7 @@ function Task:wait(opts)
   -- (the monotonic clock, precise), else from its `created` stamp (whole
   -- seconds: good enough for a resumed task, which is usually old).
   local function birth()
-    if submitted_at[self] then return submitted_at[self] end
+    if submitted then return submitted end
     if type(self.created) == "number" and self.created > 0 then
       return scheduler.now() - math.max(0, os.time() - self.created)
     end
@@ -276,7 +278,7 @@ function Task:wait(opts)
   if self.status == "failed" then
     local e = type(self.error) == "table" and self.error or {}
     local code = (type(e.code) == "string" or type(e.code) == "number") and e.code or nil
-    local known = code and codec_of[self].failure(code) or {}
+    local known = code and codec.failure(code) or {}
     return nil, errors.new("task_failed", ("task %s failed: %s"):format(self.id,
       type(e.message) == "string" and e.message or "the provider gave no reason"),
       { task_id = self.id, code = code, type = type(e.type) == "string" and e.type or nil,
@@ -287,7 +289,7 @@ function Task:wait(opts)
     return nil, errors.new("cancelled", ("task %s was cancelled on the provider's side"):format(self.id),
       { task_id = self.id, request_id = self.request_id })
   end
-  return codec_of[self].result(client, self)
+  return codec.result(client, self)
 end
 
 function Task:__tostring()

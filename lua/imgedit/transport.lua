@@ -199,10 +199,29 @@ local function decode(res)
   if value == nil then res.decode_error = problem else res.json = value end
 end
 
--- Sessions (imgedit.core's prepared requests): one per client for its API
--- requests, with the key and the client's headers, and one for downloads,
--- without either; made at the first request of each kind.
-local sessions = setmetatable({}, { __mode = "k" }) -- client -> { api = session, download = session }
+-- Sessions -------------------------------------------------------------------------
+--
+-- A client's session holds what every request of the client shares: its
+-- checked options, its key (in a closure, never in a field: printing or
+-- serializing a session or its client must not reveal it), the 429 pause,
+-- the slots that keep at most max_in_flight requests on the wire, and two
+-- prepared core sessions (imgedit.core's: the header list and constant
+-- curl options, built once): one for API requests, with the key and the
+-- client's headers, one for downloads, without either, each made at the
+-- first request of its kind.
+
+--- The session of a client of `provider` (its descriptor) with options
+-- `config` (checked) and API key `key` (or nil): `{config, secret = function
+-- returning the key, keyed, paused_until, slots, no_key}` and, once made,
+-- `api` and `download`.
+function transport.session(provider, config, key)
+  return {
+    config = config, secret = function() return key end, keyed = key ~= nil and key ~= "", paused_until = 0,
+    slots = scheduler.semaphore(config.max_in_flight),
+    no_key = ("no API key: pass api_key to imgedit.client(%q, ...) or set %s"):format(provider.name,
+      provider.env.api_key),
+  }
+end
 
 local function names_header(lines, name)
   local prefix = name:lower() .. ":"
@@ -212,34 +231,35 @@ local function names_header(lines, name)
   return false
 end
 
-local function session_of(client, purpose, secret)
-  local kept = sessions[client]
-  if not kept then
-    kept = {}
-    sessions[client] = kept
-  end
-  if kept[purpose] then return kept[purpose] end
-  local cfg = client.config
+--- A new core session of session `s` for `purpose` ("api" or "download");
+-- or nil and a message.
+local function prepared(s, purpose)
+  local cfg = s.config
   local lines = {}
   if purpose == "api" then
-    lines = { "Authorization: Bearer " .. secret, "Accept: application/json" }
+    lines = { "Authorization: Bearer " .. s.secret(), "Accept: application/json" }
     for _, line in ipairs(cfg.header_lines) do lines[#lines + 1] = line end
     if not names_header(cfg.header_lines, "content-type") then lines[#lines + 1] = "Content-Type: application/json" end
   end
   if not (purpose == "api" and names_header(cfg.header_lines, "user-agent")) then
     lines[#lines + 1] = "User-Agent: " .. cfg.user_agent
   end
-  local session, problem = core.session({
+  return core.session({
     headers = lines, connect_timeout = cfg.connect_timeout, proxy = cfg.proxy, ca_file = cfg.ca_file,
     insecure = cfg.insecure, max_response_bytes = cfg.max_response_bytes,
     max_buffered_bytes = cfg.max_buffered_bytes, request_id_headers = REQUEST_ID_HEADERS,
   })
-  if not session then return nil, problem end
-  kept[purpose] = session
-  return session
 end
 
---- Performs one request of `client` with retries.
+--- What an attempt hands the core (imgedit.core's m:add reads it whole
+-- and keeps nothing of it but its own copies and the body string, which it
+-- holds itself): one table, filled anew for every attempt, and emptied of
+-- the body and output once they are handed over.
+local REQUEST = {}
+
+local resolve -- forward: a Location header against the URL it came from
+
+--- Performs one request of a client, through its session, with retries.
 --
 -- `spec` fields: method, url, json | body, auth (send the key and the
 -- client's headers), billed (a POST that costs money), decode (JSON
@@ -252,22 +272,24 @@ end
 --
 -- Returns the result table of the last attempt, with `request_id` and
 -- `attempts`, or nil and an error.
-function transport.request(client, spec)
-  local cfg = client.config
-  local secret = client.credentials()
+function transport.request(s, spec)
+  local cfg = s.config
   local max_attempts = spec.max_attempts or (cfg.max_retries + 1)
   local url = spec.url
   local redirects = 0
   local attempt = 0
 
-  if spec.auth and (not secret or secret == "") then
-    return nil, errors.new("auth", ("no API key: pass api_key to imgedit.client(%q, ...) or set %s")
-      :format(client.provider.name, client.provider.env.api_key), { attempts = 0 })
-  end
-  local session, session_problem = session_of(client, spec.auth and "api" or "download", secret)
+  if spec.auth and not s.keyed then return nil, errors.new("auth", s.no_key, { attempts = 0 }) end
+  local purpose = spec.auth and "api" or "download"
+  local session = s[purpose]
   if not session then
-    return nil, errors.new("invalid_request", "cannot prepare this client's requests: " .. session_problem,
-      { attempts = 0 }, secret)
+    local session_problem
+    session, session_problem = prepared(s, purpose)
+    if not session then
+      return nil, errors.new("invalid_request", "cannot prepare this client's requests: " .. session_problem,
+        { attempts = 0 }, s.secret())
+    end
+    s[purpose] = session
   end
   local body = spec.body
   if spec.json ~= nil then
@@ -275,7 +297,7 @@ function transport.request(client, spec)
     body, problem = json.encode(spec.json)
     if not body then
       return nil, errors.new("invalid_request", "cannot encode request body as JSON: " .. tostring(problem),
-        { attempts = 0 }, secret)
+        { attempts = 0 }, s.secret())
     end
   end
   local base_timeout, low_speed_limit, low_speed_time = cfg.timeout, nil, nil
@@ -290,7 +312,7 @@ function transport.request(client, spec)
     attempt = attempt + 1
     local now = scheduler.now()
     -- after a 429 the whole client pauses, not only the request that saw it
-    local pause = client.state.paused_until - now
+    local pause = s.paused_until - now
     if pause > 0 then
       if spec.deadline and now + pause > spec.deadline then
         return nil, errors.new("rate_limited", "the provider asked this client to slow down until after the deadline",
@@ -309,15 +331,17 @@ function transport.request(client, spec)
       if left < timeout then timeout = left end
     end
 
-    local slots = client.state.slots
+    local slots = s.slots
     slots.acquire()
-    local transfer, add_problem = scheduler.start(session, {
-      method = spec.method, url = url, body = body, extract = spec.extract, output = spec.output,
-      timeout = timeout, low_speed_limit = low_speed_limit, low_speed_time = low_speed_time,
-    })
+    local request = REQUEST
+    request.method, request.url, request.body, request.extract = spec.method, url, body, spec.extract
+    request.output, request.timeout = spec.output, timeout
+    request.low_speed_limit, request.low_speed_time = low_speed_limit, low_speed_time
+    local transfer, add_problem = scheduler.start(session, request)
+    request.body, request.output = nil, nil
     if not transfer then
       slots.release()
-      return nil, errors.new("invalid_request", add_problem, { attempts = attempt - 1 }, secret)
+      return nil, errors.new("invalid_request", add_problem, { attempts = attempt - 1 }, s.secret())
     end
     local res = scheduler.await(transfer)
     transfer:close()
@@ -326,9 +350,19 @@ function transport.request(client, spec)
     if res.request_id then res.request_id = errors.scrub(res.request_id) end
     if spec.decode then decode(res) end
 
-    local err, not_sent = classify(res, spec, secret)
+    -- the common case, a 2xx (decoded when asked to be), needs no classify
+    local status = res.status
+    if not res.error and status and status >= 200 and status < 300 and (res.json ~= nil or not spec.decode) then
+      if log.enabled() then
+        log.attempt({ method = spec.method, url = url, status = status, bytes = res.bytes, time = res.time,
+                      attempt = attempt, max_attempts = max_attempts })
+      end
+      res.attempts = attempt
+      return res
+    end
+    local err, not_sent = classify(res, spec, s.secret())
     if log.enabled() then
-      log.attempt({ method = spec.method, url = url, status = res.status, bytes = res.bytes,
+      log.attempt({ method = spec.method, url = url, status = status, bytes = res.bytes,
                     time = res.time, attempt = attempt, max_attempts = max_attempts,
                     error = err and err.message })
     end
@@ -336,7 +370,7 @@ function transport.request(client, spec)
     if not err and is_redirect(res) then
       -- a download moved: follow it (no key is ever sent to a result host)
       redirects = redirects + 1
-      local target = res.headers.location and transport.resolve(url, res.headers.location)
+      local target = res.headers.location and resolve(url, res.headers.location)
       local refused = target and transport.check_url(target, cfg.allow_http)
       if not target or refused or redirects > MAX_REDIRECTS then
         err = errors.new("network", refused or ("too many redirects, or a bad Location, after %s"):format(url),
@@ -365,7 +399,7 @@ function transport.request(client, spec)
         return nil, err
       end
       if err.status == 429 then
-        client.state.paused_until = math.max(client.state.paused_until, scheduler.now() + delay)
+        s.paused_until = math.max(s.paused_until, scheduler.now() + delay)
       end
       if cfg.on_retry then
         cfg.on_retry({ attempt = attempt + 1, delay = delay, error = err, url = url, method = spec.method })
@@ -376,7 +410,7 @@ function transport.request(client, spec)
 end
 
 --- Resolves a Location header against the URL it came from.
-function transport.resolve(base, location)
+function resolve(base, location)
   if location:match("^[%a][%w+.-]*://") then return location end
   local origin = base:match("^([%a][%w+.-]*://[^/]+)")
   if not origin then return nil end
@@ -389,7 +423,7 @@ end
 -- its brackets), the rest (path, query, fragment) and the port (a number,
 -- or nil); or returns nil and what is wrong with it, in words that never
 -- repeat a user name or password it holds.
-function transport.split_url(url)
+local function split_url(url)
   if type(url) ~= "string" then return nil, "is not a string" end
   if url:find("[%c%s\127]") then return nil, "contains white space or control characters" end
   local scheme, authority, rest = url:match("^([%a][%w+.-]*)://([^/?#]*)(.*)$")
@@ -428,12 +462,11 @@ local function is_loopback(host)
   end
   return false
 end
-transport.is_loopback = is_loopback
 
 --- Why `url` may not be used, or nil when it may. Plain http is refused for
 -- hosts other than loopback unless `allow_http`, before any connection.
 function transport.check_url(url, allow_http)
-  local scheme, host = transport.split_url(url)
+  local scheme, host = split_url(url)
   if not scheme then
     local problem = host
     -- the URL itself is not repeated when it holds credentials

@@ -174,8 +174,9 @@ foxapi.models = {
 local to_integer = math.tointeger or function(v) return v end
 
 --- A number from the server, or nil when it is not a finite one.
+local HUGE = math.huge
 local function number_or_nil(v)
-  if not params.is_finite(v) then return nil end
+  if type(v) ~= "number" or v ~= v or v == HUGE or v == -HUGE then return nil end
   return to_integer(v) or v
 end
 
@@ -236,6 +237,8 @@ local function task_results(raw)
   return urls, profile_id
 end
 
+local NO_INFO = {}
+
 --- How imgedit.task reads this provider's tasks.
 foxapi.task = {
   --- The poll path of task `id` (ids are opaque: everything outside the
@@ -243,23 +246,22 @@ foxapi.task = {
   path = function(id)
     return "/v1/tasks/" .. id:gsub("[^%w%-._~]", function(c) return ("%%%02X"):format(c:byte()) end)
   end,
-  --- Normalized fields of a task JSON (`task_info` may be missing from polls).
-  read = function(raw)
-    local info = type(raw.task_info) == "table" and raw.task_info or {}
+  --- Sets the normalized fields of task `t` (status, progress,
+  -- estimated_time, can_cancel, model, created, error) from its JSON
+  -- (`task_info` may be missing from polls).
+  read = function(raw, t)
+    local info = raw.task_info
+    if type(info) ~= "table" then info = NO_INFO end
     -- numbers from the server are ignored unless finite, and clamped
     local progress = number_or_nil(raw.progress)
-    if progress then progress = math.max(0, math.min(100, progress)) end
+    if progress then progress = progress < 0 and 0 or progress > 100 and 100 or progress end
     local estimate = number_or_nil(info.estimated_time)
     if estimate and (estimate < 0 or estimate > MAX_ESTIMATE) then estimate = nil end
-    return {
-      status = type(raw.status) == "string" and raw.status or nil,
-      progress = progress,
-      estimated_time = estimate,
-      can_cancel = info.can_cancel == true,
-      model = type(raw.model) == "string" and raw.model or nil,
-      created = number_or_nil(raw.created),
-      error = type(raw.error) == "table" and raw.error or nil,
-    }
+    t.status = type(raw.status) == "string" and raw.status or nil
+    t.progress, t.estimated_time, t.can_cancel = progress, estimate, info.can_cancel == true
+    t.model = type(raw.model) == "string" and raw.model or nil
+    t.created = number_or_nil(raw.created)
+    t.error = type(raw.error) == "table" and raw.error or nil
   end,
   --- The result URLs and profile id of a completed task's JSON.
   results = task_results,
@@ -295,10 +297,16 @@ local WAITING = { "edit", "generate", "enhance", "create_profile" }
 local function prepare(client, operation, input, operations)
   local request, err = params.request(foxapi, operation, input, client.config.strict_models, operations)
   if not request then return nil, err end
-  -- the wait's options, checked once and made a deadline before the submission
-  local plan, problem = task.plan(client, request.control)
-  if not plan then return nil, problem end
-  request.plan = plan
+  if operation == "submit" then
+    -- nothing waits: the options are checked, no wait is planned
+    local ok, problem = task.check_wait_options(request.control)
+    if not ok then return nil, problem end
+  else
+    -- the wait's options, checked once and made a deadline before the submission
+    local plan, problem = task.plan(client, request.control)
+    if not plan then return nil, problem end
+    request.plan = plan
+  end
   if not request.validated or request.note then
     log.unvalidated({ provider = foxapi.name, operation = operation, model = request.model, note = request.note })
   end
@@ -307,7 +315,7 @@ end
 
 --- Submits a body; returns a Task.
 local function submit_body(client, request, deadline)
-  local res, err = transport.request(client, {
+  local res, err = transport.request(client.session, {
     method = "POST", url = client.config.base_url .. "/v1/images/generations",
     json = request.body, auth = true, billed = true, decode = true, deadline = deadline, model = request.model,
   })
@@ -317,9 +325,7 @@ local function submit_body(client, request, deadline)
     return nil, errors.new("decode", "the provider accepted the request but returned no task id",
       { status = res.status, request_id = res.request_id })
   end
-  local t = task.new(client, foxapi.task, raw.id, raw)
-  t.request_id = res.request_id
-  return t
+  return task.new(client, foxapi.task, raw.id, raw, res.request_id)
 end
 
 local function run(client, operation, input)

@@ -195,7 +195,7 @@ local function run(client, operation, input)
   body, err = wire_body(request)
   if not body then return nil, err end
   local res
-  res, err = transport.request(client, {
+  res, err = transport.request(client.session, {
     method = "POST", url = client.config.base_url .. PATHS[operation], json = body,
     auth = true, billed = true, decode = true, model = request.model,
     -- base64 images are decoded by the core as they arrive (imgedit.result)
