@@ -5,6 +5,7 @@
 #                   under each interpreter of $(LUAS)
 #   make demo       install, build, start the emulator, run one edit per provider
 #   make lint       luacheck + the C code built with -Wall -Wextra -Werror
+#   make check-poll the readiness set's poll() fallback, through its specs
 #   make catalog    the README's model tables and meta.lua's types, from the catalogs
 #   make doc        the API reference (LDoc) in build/doc
 #   make check-rock luarocks lint, then install the rock into scratch trees
@@ -51,7 +52,7 @@ SHELL      := /bin/bash
 export LUA_PATH  := $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;$(CURDIR)/?.lua;;
 export LUA_CPATH := $(CURDIR)/$(BUILD)/?.so;;
 
-.PHONY: all deps test test-one demo lint check-rock doc clean bench catalog rockspec print-rockspec
+.PHONY: all deps test test-one check-poll demo lint check-rock doc clean bench catalog rockspec print-rockspec
 
 all: $(CORE_SO)
 
@@ -80,6 +81,18 @@ test-one:
 	  sed 's/\x1b\[[0-9;]*m//g' $(BUILD)/busted.log | awk '/successes? \/ [0-9]+ failures? \/ [0-9]+ errors? \/ [0-9]+ pending/ \
 	    { printf "$(LUA): %d passed, %d failed, %d skipped\n", $$1, $$4 + $$7, $$10 }' | tee $(BUILD)/summary; \
 	  [ -s $(BUILD)/summary ] || echo "$(LUA): 0 passed, 1 failed, 0 skipped" > $(BUILD)/summary; exit $$status
+
+# The readiness set's poll() fallback (src/ready.c, for systems without
+# epoll), built with -DIMGEDIT_POLL: the core's spec of the set, and the
+# OpenResty specs, whose driver ticks it, under nginx's LuaJIT.
+POLL_BUILD := build/poll
+check-poll: deps
+	@$(MAKE) --no-print-directory all BUILD=$(POLL_BUILD)-$(LUA) EXTRA_CFLAGS=-DIMGEDIT_POLL
+	@$(MAKE) --no-print-directory all LUA=luajit LUA_PC=luajit BUILD=$(POLL_BUILD)-luajit EXTRA_CFLAGS=-DIMGEDIT_POLL
+	@set -o pipefail; IMGEDIT_READY_BACKEND=poll IMGEDIT_LUAJIT_BUILD=$(POLL_BUILD)-luajit \
+	  LUA_CPATH='$(CURDIR)/$(POLL_BUILD)-$(LUA)/?.so;;' \
+	  $(LUA) /usr/bin/busted spec/03-readiness_spec.lua spec/41-openresty_spec.lua | tee $(POLL_BUILD)-$(LUA)/busted.log; \
+	  status=$$?; $(call busted_summary,check-poll,$(POLL_BUILD)-$(LUA)/busted.log); exit $$status
 
 demo: deps
 	@$(MAKE) --no-print-directory all

@@ -48,7 +48,7 @@ build = {
   modules = {
     ["imgedit.core"] = {
       sources = { "src/core.c", "src/fields.c", "src/multi.c", "src/session.c", "src/transfer.c", "src/response.c",
-                  "src/extract.c", "src/buffer.c", "src/blob.c", "src/codec.c", "src/fs.c" },
+                  "src/extract.c", "src/buffer.c", "src/blob.c", "src/codec.c", "src/fs.c", "src/ready.c" },
       libraries = { "curl" },
       incdirs = { "$(CURL_INCDIR)" },
       libdirs = { "$(CURL_LIBDIR)" },

@@ -4,6 +4,7 @@
  *
  *   core.c      luaopen, the class helper, the monotonic clock, core.curl_info
  *   multi.c     Multi: one CURLM*, the transfers attached to it, its memory budget
+ *   ready.c     ReadySet: curl's sockets in a kernel readiness set (epoll, or poll())
  *   session.c   Session: the options and header lines every request of a
  *               client shares, set once on each easy handle it keeps
  *   transfer.c  Transfer: one request, its libcurl callbacks, its result
@@ -146,6 +147,37 @@ typedef struct MultiLink {
 /* A socket whose watch changed since Lua last asked; defined in multi.c. */
 typedef struct SocketChange SocketChange;
 
+/* --- ready.c ---------------------------------------------------------------- */
+
+typedef struct ReadySet ReadySet;
+
+/* The most events one ready_wait reports (and m:tick() serves). */
+#define READY_MAX_EVENTS 64
+
+/* A ready socket: what curl_multi_socket_action is told (CURL_CSELECT_*). */
+typedef struct ReadyEvent {
+	curl_socket_t fd;
+	int mask;
+} ReadyEvent;
+
+/* An empty set, or NULL (errno says why). ready_free takes NULL too. */
+IMGEDIT_INTERNAL ReadySet *ready_new(void);
+IMGEDIT_INTERNAL void ready_free(ReadySet *r);
+
+/* Watches fd for what (CURL_POLL_IN, _OUT, _INOUT), or stops (_REMOVE). 0, or -1 (errno). */
+IMGEDIT_INTERNAL int ready_watch(ReadySet *r, curl_socket_t fd, int what);
+
+/*
+ * Waits at most timeout_ms (0: just asks) for watched sockets to be ready;
+ * fills out[0..n) (n <= max) and returns n, or -1 (errno). An interrupted
+ * wait reports nothing ready.
+ */
+IMGEDIT_INTERNAL int ready_wait(ReadySet *r, int timeout_ms, ReadyEvent *out, int max);
+
+/* Sockets in the set; "epoll" or "poll". */
+IMGEDIT_INTERNAL size_t ready_watched(const ReadySet *r);
+IMGEDIT_INTERNAL const char *ready_backend(void);
+
 typedef struct Multi {
 	CURLM *handle;       /* owned; NULL once closed */
 	MultiLink *attached; /* transfers added and not finished (not owned) */
@@ -162,12 +194,14 @@ typedef struct Multi {
 	size_t blob_bytes;
 
 	/*
-	 * Socket-driven mode (m:watch()), multi.c alone: curl's socket and
-	 * timer callbacks only record here what the host loop must watch.
+	 * Socket-driven modes, multi.c alone: curl's socket and timer callbacks
+	 * only record, here, what must be watched. m:watch(): a host loop
+	 * watches (changes); m:watch_ready(): the core does, in ready.
 	 */
-	int watching;
+	int watching;          /* m:watch() */
 	SocketChange *changes; /* owned; at most one entry per socket */
 	size_t nchanges, changes_cap;
+	ReadySet *ready;       /* owned; m:watch_ready(), else NULL */
 	int timer_armed;       /* curl asked to be called back ... */
 	double timer_due;      /* ... at this imgedit_now() time */
 } Multi;

@@ -5,14 +5,17 @@
  * maps each Transfer* back to its userdata for m:done(). Transfers join
  * and leave the list through multi_attach and multi_detach alone.
  *
- * Two ways to drive it: m:perform() and m:poll() (curl waits on its own
- * sockets), or, after m:watch(), a host event loop that watches curl's
- * sockets and timer itself (m:socket_changes(), m:timer()) and calls
- * m:socket_action() when one of them fires. A failure of the multi handle
+ * Three ways to drive it: m:perform() and m:poll() (curl waits on its own
+ * sockets); after m:watch(), a host event loop that watches curl's sockets
+ * and timer itself (m:socket_changes(), m:timer()) and calls
+ * m:socket_action() when one of them fires; or, after m:watch_ready(), the
+ * core's own readiness set (ready.c), which m:tick() asks and serves: a
+ * tick costs O(ready sockets), not O(transfers). A failure of the multi handle
  * itself (out of memory, a callback that gave up) ends every transfer on it
  * with that error and is returned as nil and a message: the waiting code
  * sees failed transfers, never a raised error.
  */
+#include <errno.h>
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +56,7 @@ static int multi_new(lua_State *L)
 	m->changes = NULL;
 	m->nchanges = 0;
 	m->changes_cap = 0;
+	m->ready = NULL;
 	m->timer_armed = 0;
 	m->timer_due = 0;
 	m->buffered = 0;
@@ -325,9 +329,22 @@ static Multi *check_watching(lua_State *L)
 {
 	Multi *m = check_open(L);
 
-	if (!m->watching)
+	if (!m->watching && m->ready == NULL)
 		luaL_error(L, "this multi handle is not socket-driven: call m:watch() first");
 	return m;
+}
+
+/* Readiness-set mode: curl's socket callback keeps the kernel's set up to date. */
+static int on_ready_socket(CURL *easy, curl_socket_t fd, int what, void *userp, void *socketp)
+{
+	Multi *m = userp;
+
+	(void)easy;
+	(void)socketp;
+	if (what != CURL_POLL_IN && what != CURL_POLL_OUT && what != CURL_POLL_INOUT)
+		what = CURL_POLL_REMOVE;
+	/* a failure gives the multi up: its next call says so */
+	return ready_watch(m->ready, fd, what) == 0 ? 0 : -1;
 }
 
 /*
@@ -361,6 +378,8 @@ static int multi_watch(lua_State *L)
 		lua_pushboolean(L, 1);
 		return 1;
 	}
+	if (m->ready != NULL)
+		return luaL_error(L, "this multi handle watches its sockets itself (m:watch_ready())");
 	(void)curl_multi_setopt(m->handle, CURLMOPT_SOCKETFUNCTION, on_socket);
 	(void)curl_multi_setopt(m->handle, CURLMOPT_SOCKETDATA, (void *)m);
 	(void)curl_multi_setopt(m->handle, CURLMOPT_TIMERFUNCTION, on_timer);
@@ -421,7 +440,7 @@ static int multi_timer(lua_State *L)
 	Multi *m = check_open(L);
 	double left;
 
-	if (!m->watching || !m->timer_armed)
+	if ((!m->watching && m->ready == NULL) || !m->timer_armed)
 		return 0;
 	left = m->timer_due - imgedit_now();
 	lua_pushnumber(L, left > 0 ? (lua_Number)left : 0);
@@ -485,6 +504,103 @@ static int multi_socket_action(lua_State *L)
 }
 
 /*
+ * m:watch_ready() --> backend ("epoll" or "poll"): from now on the core
+ * keeps curl's sockets in its readiness set, for m:tick(). There is no way
+ * back, and no m:watch() after it.
+ */
+static int multi_watch_ready(lua_State *L)
+{
+	Multi *m = check_open(L);
+	int running = 0;
+	CURLMcode rc;
+
+	if (m->watching)
+		return luaL_error(L, "this multi handle is watched by a host loop (m:watch())");
+	if (m->ready == NULL) {
+		m->ready = ready_new();
+		if (m->ready == NULL) {
+			lua_pushnil(L);
+			lua_pushfstring(L, "cannot make a readiness set: %s", strerror(errno));
+			return 2;
+		}
+		(void)curl_multi_setopt(m->handle, CURLMOPT_SOCKETFUNCTION, on_ready_socket);
+		(void)curl_multi_setopt(m->handle, CURLMOPT_SOCKETDATA, (void *)m);
+		(void)curl_multi_setopt(m->handle, CURLMOPT_TIMERFUNCTION, on_timer);
+		(void)curl_multi_setopt(m->handle, CURLMOPT_TIMERDATA, (void *)m);
+		if (m->count > 0) {
+			rc = socket_all(m->handle, &running);
+			if (rc != CURLM_OK)
+				return fail(L, m, "curl_multi_socket_all", rc);
+			reap(L, m);
+		}
+	}
+	lua_pushstring(L, ready_backend());
+	return 1;
+}
+
+/*
+ * m:tick([seconds]) --> served, transfers: waits at most `seconds` (default
+ * 0: only asks; never past curl's timer) for sockets of the readiness set,
+ * serves up to READY_MAX_EVENTS ready ones and curl's timer when due, and
+ * moves finished transfers to m:done(). Returns how many sockets and timer
+ * expiries were served and how many transfers are still in flight.
+ */
+static int multi_tick(lua_State *L)
+{
+	Multi *m = check_open(L);
+	lua_Number seconds = luaL_optnumber(L, 2, 0);
+	ReadyEvent events[READY_MAX_EVENTS];
+	int ms = 0, n, i, running = 0, served = 0;
+	CURLMcode rc;
+
+	if (m->ready == NULL)
+		return luaL_error(L, "this multi handle has no readiness set: call m:watch_ready() first");
+	if (seconds * 1000 >= (lua_Number)INT_MAX)
+		ms = INT_MAX;
+	else if (seconds > 0)
+		ms = (int)(seconds * 1000 + 0.5);
+	if (m->timer_armed && ms > 0) {
+		double left = m->timer_due - imgedit_now();
+		int timer_ms = left <= 0 ? 0 : (int)(left * 1000 + 0.999);
+
+		if (timer_ms < ms)
+			ms = timer_ms;
+	}
+	n = ready_wait(m->ready, ms, events, READY_MAX_EVENTS);
+	if (n < 0) {
+		lua_pushnil(L);
+		lua_pushfstring(L, "waiting for sockets failed: %s", strerror(errno));
+		return 2;
+	}
+	for (i = 0; i < n; i++) {
+		rc = curl_multi_socket_action(m->handle, events[i].fd, events[i].mask, &running);
+		if (rc != CURLM_OK)
+			return fail(L, m, "curl_multi_socket_action", rc);
+		served++;
+	}
+	if (m->timer_armed && m->timer_due <= imgedit_now()) {
+		/* as in m:socket_action(): curl re-arms only if a timeout is left */
+		m->timer_armed = 0;
+		rc = curl_multi_socket_action(m->handle, CURL_SOCKET_TIMEOUT, 0, &running);
+		if (rc != CURLM_OK)
+			return fail(L, m, "curl_multi_socket_action", rc);
+		served++;
+	}
+	if (served > 0)
+		reap(L, m);
+	lua_pushinteger(L, served);
+	lua_pushinteger(L, m->count);
+	return 2;
+}
+
+/* #m: the transfers in flight (added, not finished). */
+static int multi_len(lua_State *L)
+{
+	lua_pushinteger(L, check_multi(L)->count);
+	return 1;
+}
+
+/*
  * Transfers closed since they finished are left out: they have no result.
  * The done list itself is returned, compacted, and a new one takes its
  * place; an empty list stays, and a new empty table is returned.
@@ -535,6 +651,8 @@ static int multi_close(lua_State *L)
 	free(m->changes);
 	m->changes = NULL;
 	m->nchanges = m->changes_cap = 0;
+	ready_free(m->ready);
+	m->ready = NULL;
 	m->watching = m->timer_armed = 0;
 	return 0;
 }
@@ -562,6 +680,8 @@ void multi_open(lua_State *L, int mod)
 		{"socket_changes", multi_socket_changes},
 		{"timer", multi_timer},
 		{"socket_action", multi_socket_action},
+		{"watch_ready", multi_watch_ready},
+		{"tick", multi_tick},
 		{"close", multi_close},
 		{NULL, NULL}
 	};
@@ -569,6 +689,7 @@ void multi_open(lua_State *L, int mod)
 		{"__gc", multi_close},
 		{"__close", multi_close},
 		{"__tostring", multi_tostring},
+		{"__len", multi_len},
 		{NULL, NULL}
 	};
 
