@@ -167,8 +167,11 @@ describe("concurrency", function()
         wait = function(loop, seconds)
           calls.wait = calls.wait + 1
           assert.is_false(loop:has_ready())
+          -- nil: the loop has no timer; this host is not told when a
+          -- transfer ends, so it bounds the wait itself
           local due = loop:next_due()
-          loop:multi():poll(math.min(seconds, due or seconds))
+          if seconds then assert.is_true(due ~= nil and due <= seconds + 1e-6) end
+          loop:multi():poll(seconds or 0.5)
         end,
       }
       -- an answer that takes a while: the loop has to wait for it

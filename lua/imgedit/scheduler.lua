@@ -22,7 +22,13 @@
 --   loop:next_due()   seconds until the loop's next timer (0: overdue), or nil
 --   loop:busy()       a turn or a drive of the loop is under way
 --   loop:on_ready(fn) fn(loop) runs when a coroutine becomes ready outside
---                     a turn (nil: nobody to tell)
+--                     a turn, or a transfer awaited outside any coroutine
+--                     finishes (nil: nobody to tell)
+--   loop:abandon(t)   whoever waited on the loop is gone (an nginx light
+--                     thread killed): closes transfer `t` (a wait outside
+--                     any coroutine), or, without `t`, every transfer the
+--                     loop's coroutines wait for, and forgets the loop's
+--                     coroutines and timers
 -- @module imgedit.scheduler
 
 local core = require("imgedit.core")
@@ -34,18 +40,15 @@ local scheduler = {}
 local pack = table.pack or function(...) return { n = select("#", ...), ... } end
 local unpack = table.unpack or unpack
 
---- Longest single wait of a loop. The runtime shortens it for curl's own
--- timers; this bounds a wait in which nothing at all happens, so a loop with
--- nothing left to wait for is detected in reasonable time.
-local MAX_WAIT = 1.0
-
 --- What our own waits yield; anything else a coroutine yields is a plain
 -- cooperative yield and the coroutine is simply resumed again.
 local WAIT = setmetatable({}, { __tostring = function() return "imgedit.wait" end })
 
 local multi
 local handles = setmetatable({}, { __mode = "k" }) -- managed coroutine -> Handle
-local waiting = {}                                 -- transfer -> coroutine waiting for it
+-- transfer -> the coroutine waiting for it, or the loop of a wait outside
+-- any coroutine (scheduler.await)
+local waiting = {}
 
 scheduler.now = core.now
 
@@ -138,6 +141,25 @@ function Loop:on_ready(fn)
   self.ready_hook = fn
 end
 
+function Loop:abandon(transfer)
+  if transfer then
+    waiting[transfer] = nil
+    transfer:close()
+    return
+  end
+  for t, co in pairs(waiting) do
+    if type(co) == "thread" and handles[co] and handles[co].loop == self then
+      waiting[t] = nil
+      t:close()
+    end
+  end
+  for co, handle in pairs(handles) do
+    if handle.loop == self then handles[co] = nil end
+  end
+  self.ready, self.timers, self.live = {}, {}, 0
+  self.driving, self.turning = false, false
+end
+
 -- Handles ---------------------------------------------------------------------------
 
 local Handle = {}
@@ -200,10 +222,14 @@ end
 function Loop:collect() -- luacheck: ignore 212/self (the multi handle is every loop's)
   local done = (multi or scheduler.multi()):done()
   for i = 1, #done do
-    local co = waiting[done[i]]
-    if co then
+    local waiter = waiting[done[i]]
+    if waiter then
       waiting[done[i]] = nil
-      wake(co)
+      if type(waiter) == "thread" then
+        wake(waiter)
+      elseif waiter.ready_hook then
+        waiter.ready_hook(waiter)
+      end
     end
   end
 end
@@ -245,7 +271,8 @@ function Loop:drive(finished)
         if not due and next(waiting) == nil then
           error("imgedit: every coroutine waits for something that cannot happen (a join on itself?)", 0)
         end
-        rt.wait(self, math.min(MAX_WAIT, due or MAX_WAIT))
+        -- without a timer of the loop's own (nil), until something happens
+        rt.wait(self, due)
       end
     end
   end)
@@ -307,9 +334,12 @@ function scheduler.await(transfer)
   local loop = rt.context and scheduler.loop() or global_loop
   rt.perform(loop)
   while not transfer:done() do
-    rt.wait(loop, MAX_WAIT)
+    -- whoever collects the transfer tells the loop (its on_ready hook)
+    waiting[transfer] = loop
+    rt.wait(loop, nil, transfer)
     rt.perform(loop)
   end
+  waiting[transfer] = nil
   -- the loops' coroutines whose transfers finished meanwhile are woken (they
   -- run at their loop's next turn, which cannot come before this returns)
   loop:collect()

@@ -3,8 +3,10 @@
 -- or curl's next timer is due.
 -- @module imgedit.runtime.blocking
 
+local IDLE = require("imgedit.runtime").IDLE
+
 return {
   name = "blocking",
   perform = function(loop) loop:multi():perform() end,
-  wait = function(loop, seconds) loop:multi():poll(seconds) end,
+  wait = function(loop, seconds) loop:multi():poll(seconds or IDLE) end,
 }

@@ -3,8 +3,13 @@
 -- A runtime is a table with
 --   name               "blocking", "nvim", "ngx", or a host's own
 --   perform(loop)      lets curl progress without blocking (loop:multi())
---   wait(loop, s)      waits at most `s` seconds for something to happen,
---                      letting the host run meanwhile where it has a loop
+--   wait(loop, s, t)   waits at most `s` seconds for something to happen,
+--                      letting the host run meanwhile where it has a loop;
+--                      `s` is nil when the loop has no timer of its own
+--                      (wait until something happens: a runtime that is
+--                      not told bounds the wait itself, runtime.IDLE), and
+--                      `t` the transfer a wait outside any coroutine is for
+--                      (the loop's on_ready hook runs when it finishes)
 --   context()          optional: a table private to the running context
 --                      (an nginx request) to keep that context's loop in
 --   detect()           optional: true when running inside that host
@@ -23,6 +28,12 @@ local runtime = {}
 
 --- The runtimes, in the order they are detected.
 runtime.NAMES = { "ngx", "nvim", "blocking" }
+
+--- Longest wait (seconds) of a runtime that is not woken when a transfer
+-- ends or a coroutine becomes ready (curl_multi_poll wakes for its own
+-- sockets only): it bounds a wait without a timer, so that a loop left with
+-- nothing to wait for is found in reasonable time.
+runtime.IDLE = 1.0
 
 local active
 

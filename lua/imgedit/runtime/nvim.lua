@@ -24,6 +24,8 @@
 
 -- luacheck: globals vim
 
+local IDLE = require("imgedit.runtime").IDLE
+
 local nvim = { name = "nvim" }
 
 --- Counters (for measurements and specs): `turns` (vim.schedule callbacks
@@ -203,7 +205,7 @@ end
 function nvim.wait(l, seconds)
   attach(l)
   sync()
-  multi:poll(seconds)
+  multi:poll(seconds or IDLE)
   local fds = {}
   for fd in pairs(polls) do fds[#fds + 1] = fd end
   for _, fd in ipairs(fds) do multi:socket_action(fd) end
