@@ -7,10 +7,70 @@ local helpers = require("spec.helpers")
 local openresty = require("spec.support.openresty")
 
 local SUBMIT = "/foxapi/v1/images/generations"
+local PT_EDITS = "/powertokens/v1/images/edits"
 local SEED_URL = "https://example.com/portrait.jpg"
 local SLOW_TASK = 2    -- seconds the emulator takes for a task
+local SLOW_EDIT = 3    -- seconds the emulator takes to answer a slow powertokens edit
+local MANY = 200       -- slow edits waiting at once in one worker
 local QUICK = 20       -- requests sent while the edit waits
 local DEADLINE = 30    -- seconds any exchange of this file may take
+
+--- A content handler: one powertokens edit (`how=run`: two at once in
+-- imgedit.run), answered with the number of images.
+local PT_EDIT = [[
+  local imgedit = require("imgedit")
+  local pt = assert(imgedit.client("powertokens", { max_in_flight = 1000 }))
+  local result, err = pt:edit({ prompt = "slow", images = { "]] .. SEED_URL .. [[" } })
+  if not result then ngx.status = 502; ngx.say(tostring(err)); return end
+  ngx.say(#result.images)
+]]
+
+--- A content handler that starts a powertokens edit in a light thread
+-- (`?how=run`: two, in imgedit.gather), kills the thread once the emulator
+-- has its requests (asked on its control API, with a cosocket) and answers
+-- the runtime's state before and after. Its waits are bounded (1000 steps
+-- of 10 ms each).
+local KILL = [[
+  local imgedit = require("imgedit")
+  local cjson = require("cjson")
+  local rt = require("imgedit.runtime.ngx")
+  local pt = assert(imgedit.client("powertokens"))
+  local function edit() return pt:edit({ prompt = "slow", images = { "]] .. SEED_URL .. [[" } }) end
+  local function seen()
+    local host, port = os.getenv("POWERTOKENS_BASE_URL"):match("^http://([^:/]+):(%d+)")
+    local sock = ngx.socket.tcp()
+    sock:settimeout(5000)
+    assert(sock:connect(host, tonumber(port)))
+    assert(sock:send("GET /_mock/requests HTTP/1.0\r\nHost: " .. host .. "\r\n\r\n"))
+    local text = assert(sock:receive("*a"))
+    sock:close()
+    local n = 0
+    for _, r in ipairs(cjson.decode(text:match("\r\n\r\n(.*)$")).requests) do
+      if r.path == "]] .. PT_EDITS .. [[" then n = n + 1 end
+    end
+    return n
+  end
+  local how = ngx.var.arg_how
+  local want = how == "run" and 2 or 1
+  local thread = ngx.thread.spawn(function()
+    if how == "run" then return imgedit.run(imgedit.gather, { edit, edit }) end
+    return edit()
+  end)
+  local before, after
+  for _ = 1, 1000 do
+    before = rt.state()
+    if before.transfers == want and before.parked == 1 and seen() == want then break end
+    ngx.sleep(0.01)
+  end
+  local swept = rt.stats.swept
+  ngx.thread.kill(thread)
+  for _ = 1, 1000 do
+    after = rt.state()
+    if after.transfers == 0 and after.parked == 0 then break end
+    ngx.sleep(0.01)
+  end
+  ngx.say(require("cjson").encode({ before = before, after = after, swept = rt.stats.swept - swept }))
+]]
 
 --- Starts one GET on its own connection (HTTP/1.0: the answer is not chunked
 -- and ends when the server closes); `collect` reads the answers.
@@ -67,11 +127,11 @@ local function get(port, path)
   return r.status, r.body
 end
 
---- Waits until the emulator has seen `n` task submissions.
-local function await_submissions(m, n)
+--- Waits until the emulator has seen `n` requests to `path` (task submissions).
+local function await_submissions(m, n, path)
   local deadline = socket.gettime() + DEADLINE
-  while #m:requests({ path = SUBMIT }) < n do
-    assert(socket.gettime() < deadline, "the edit never reached the emulator")
+  while #m:requests({ path = path or SUBMIT }) < n do
+    assert(socket.gettime() < deadline, "the edits never reached the emulator")
     socket.sleep(0.01)
   end
 end
@@ -119,9 +179,14 @@ describe("OpenResty", function()
 
   local function start(opts)
     opts = opts or {}
-    opts.env = { FOXAPI_API_KEY = helpers.KEY, FOXAPI_BASE_URL = m.foxapi }
+    opts.env = { FOXAPI_API_KEY = helpers.KEY, FOXAPI_BASE_URL = m.foxapi,
+      POWERTOKENS_API_KEY = helpers.KEY, POWERTOKENS_BASE_URL = m.powertokens }
     web = openresty.start(opts)
     return web
+  end
+
+  local function stats()
+    return cjson.decode(select(2, get(web.port, "/stats")))
   end
 
   it("serves 20 quick requests while one edit waits for its task, in one worker", function()
@@ -150,11 +215,90 @@ describe("OpenResty", function()
     local s = cjson.decode(select(2, get(web.port, "/stats")))
     assert.equal("ngx", s.runtime)
     assert.equal(0, s.blocking)
-    -- the worker mostly slept while the edit waited: a bounded number of
-    -- yields to nginx for each HTTP request of the edit, not a busy loop
-    local sleeps, requests = s.sleeps - before.sleeps, #m:requests()
-    assert.is_true(sleeps > 0)
-    assert.is_true(sleeps <= 10 * requests + 10, ("%d sleeps for %d HTTP requests"):format(sleeps, requests))
+    -- the request was resumed once per finished transfer (each HTTP request
+    -- of the edit) and once per timer of its own (each poll interval): not
+    -- by a sleep loop of its own
+    local requests, polls = #m:requests(), #task.poll_times
+    -- (nginx may end a timer up to a millisecond before imgedit's clock
+    -- says it is due: the rest is one more, short, timer)
+    local resumes, timeouts = s.resumes - before.resumes, s.timeouts - before.timeouts
+    assert.equal(requests, resumes)
+    assert.is_true(timeouts >= polls and timeouts <= 2 * polls, ("%d timers for %d polls"):format(timeouts, polls))
+    assert.equal(resumes + timeouts, s.parks - before.parks)
+    assert.same({ 0, 0 }, { s.transfers, s.parked })
+  end)
+
+  it("serves quick requests while 200 slow edits wait in one worker, resuming each edit once, when its answer comes",
+    function()
+      m:faults({ { path = PT_EDITS, kind = "slow", seconds = SLOW_EDIT, times = MANY } })
+      start({ locations = { ["/ptedit"] = PT_EDIT } })
+      local before = stats()
+      local edits = {}
+      for i = 1, MANY do edits[i] = send(web.port, "/ptedit") end
+      await_submissions(m, MANY, PT_EDITS)
+      local quick = {}
+      for i = 1, QUICK do quick[i] = send(web.port, "/health") end
+      local all = {}
+      for _, r in ipairs(edits) do all[#all + 1] = r end
+      for _, r in ipairs(quick) do all[#all + 1] = r end
+      collect(all)
+
+      local first_edit = math.huge
+      for _, r in ipairs(edits) do
+        assert.equal(200, r.status, r.body)
+        assert.equal("1\n", r.body)
+        first_edit = math.min(first_edit, r.done)
+      end
+      for _, r in ipairs(quick) do
+        assert.equal("ok ngx\n", r.body)
+        assert.is_true(r.done < first_edit, "a quick request finished after an edit's answer")
+      end
+      -- one transfer per edit, on the emulator's log; each waiting request
+      -- was resumed once, by its transfer's end: never by a timer, never
+      -- per tick of the driver
+      local s = stats()
+      assert.equal(MANY, #m:requests({ path = PT_EDITS }))
+      assert.equal(MANY, s.resumes - before.resumes)
+      assert.equal(0, s.timeouts - before.timeouts)
+      assert.equal(MANY, s.parks - before.parks)
+      assert.equal(0, s.blocking)
+      assert.is_true(s.ticks - before.ticks > 0)
+      assert.same({ 0, 0 }, { s.transfers, s.parked })
+      -- the kernel's readiness set of the build (`make check-poll`: poll())
+      assert.equal(os.getenv("IMGEDIT_READY_BACKEND") or "epoll", s.backend)
+      -- Debian's nginx has no delayed-events patch: a zero sleep would be logged
+      assert.is_nil(web:error_log():find("delayed events", 1, true))
+    end)
+
+  for _, case in ipairs({ { how = "", transfers = 1 }, { how = "run", transfers = 2 } }) do
+    it(("leaves no transfer running and no waiter registered when a light thread is killed mid-transfer (%s)")
+      :format(case.how == "run" and "its imgedit.gather" or "a plain edit"), function()
+      m:faults({ { path = PT_EDITS, kind = "slow", seconds = 60, times = 2 } })
+      start({ locations = { ["/kill"] = KILL } })
+      local status, body = get(web.port, "/kill?how=" .. case.how)
+      assert.equal(200, status, body)
+      local state = cjson.decode(body)
+      assert.equal(case.transfers, state.before.transfers, body)
+      assert.equal(case.transfers, #m:requests({ path = PT_EDITS }))
+      assert.same({ transfers = 0, parked = 0 }, { transfers = state.after.transfers, parked = state.after.parked })
+      assert.equal(1, state.swept)
+    end)
+  end
+
+  it("blocks the worker rather than fail where a wait cannot yield (inside a gsub callback)", function()
+    start({ locations = { ["/gsub"] = [[
+      local imgedit = require("imgedit")
+      local pt = assert(imgedit.client("powertokens"))
+      local out = string.gsub("x", "x", function()
+        return tostring(#assert(pt:edit({ prompt = "p", images = { "]] .. SEED_URL .. [[" } })).images)
+      end)
+      ngx.say(out)
+    ]] } })
+    local before = stats()
+    local status, body = get(web.port, "/gsub")
+    assert.equal(200, status, web:error_log())
+    assert.equal("1\n", body)
+    assert.is_true(stats().blocking > before.blocking)
   end)
 
   it("gives each request its own loop: imgedit.gather in concurrent requests", function()
@@ -214,11 +358,12 @@ describe("ngx runtime, without nginx", function()
   local rt = require("imgedit.runtime.ngx")
   local fake, multi
 
-  --- A stand-in for lua-nginx-module's `ngx` (ngx.sleep records, never yields).
+  --- A stand-in for lua-nginx-module's `ngx`: its phase and ngx.ctx (a
+  -- blocking wait must call nothing else of it).
   local function install(phase)
-    fake = { phase = phase, slept = {}, ctx = {} }
+    fake = { phase = phase, ctx = {} }
     fake.get_phase = function() return fake.phase end
-    fake.sleep = function(seconds) fake.slept[#fake.slept + 1] = seconds end
+    fake.sleep = function() error("a blocking wait yielded to nginx") end
     rawset(_G, "ngx", setmetatable({}, {
       __index = function(_, key)
         if key == "ctx" then return fake.ctx end
@@ -227,21 +372,19 @@ describe("ngx runtime, without nginx", function()
     }))
   end
 
-  --- A stand-in multi handle (and the loop that has it): perform() reports `running`.
-  local function new_multi(running)
+  --- A stand-in multi handle (and the loop that has it): records its polls.
+  local function new_multi()
     return {
-      running = running, next_timer = -1, polled = {},
+      polled = {}, performed = 0,
       multi = function(self) return self end,
-      perform = function(self) return self.running end,
-      timeout = function(self) return self.next_timer end,
+      perform = function(self) self.performed = self.performed + 1 end,
       poll = function(self, seconds) self.polled[#self.polled + 1] = seconds end,
     }
   end
 
   before_each(function()
     install("content")
-    multi = new_multi(0)
-    rt.perform(multi)
+    multi = new_multi()
   end)
   after_each(function() rawset(_G, "ngx", nil) end)
 
@@ -255,48 +398,17 @@ describe("ngx runtime, without nginx", function()
     assert.is_nil(rt.context())
   end)
 
-  it("sleeps once for the whole wait when nothing is in flight", function()
-    rt.wait(multi, 0.75)
-    assert.same({ 0.75 }, fake.slept)
-    assert.same({}, multi.polled)
-  end)
-
-  it("steps 1, 2, 4... ms up to 20 ms while a transfer is in flight, from 1 ms after a change", function()
-    multi.running = 1
-    rt.perform(multi)
-    for _ = 1, 7 do rt.wait(multi, 1) end
-    assert.same({ 0.001, 0.002, 0.004, 0.008, 0.016, 0.02, 0.02 }, fake.slept)
-    multi.running = 2 -- a transfer started (or one finished): from 1 ms again
-    rt.perform(multi)
-    rt.wait(multi, 1)
-    assert.equal(0.001, fake.slept[8])
-  end)
-
-  it("never sleeps past the caller's limit or curl's next timer, and counts whole milliseconds", function()
-    multi.running = 1
-    rt.perform(multi)
-    for _ = 1, 6 do rt.wait(multi, 1) end
-    rt.wait(multi, 0.005)
-    multi.next_timer = 0
-    rt.wait(multi, 1)
-    multi.next_timer = -1
-    rt.wait(multi, 0.0004)
-    assert.same({ 0.005, 0, 0.001 }, { fake.slept[7], fake.slept[8], fake.slept[9] })
-  end)
-
   it("blocks in curl_multi_poll where nginx cannot yield", function()
     for _, phase in ipairs({ "init", "init_worker", "set", "header_filter", "body_filter", "log", "balancer" }) do
       fake.phase = phase
       rt.wait(multi, 0.25)
     end
-    assert.equal(7, #multi.polled)
-    assert.same({}, fake.slept)
-  end)
-
-  it("falls back to blocking when ngx.sleep cannot yield here", function()
-    fake.sleep = function() error("attempt to yield across C-call boundary") end
-    rt.wait(multi, 0.1)
-    assert.same({ 0.1 }, multi.polled)
+    assert.same({ 0.25, 0.25, 0.25, 0.25, 0.25, 0.25, 0.25 }, multi.polled)
+    assert.equal(7, multi.performed)
+    -- without a timer of the loop's own, at most runtime.IDLE
+    fake.phase = "log"
+    rt.wait(multi, nil)
+    assert.equal(require("imgedit.runtime").IDLE, multi.polled[8])
   end)
 
   it("keeps a loop per request in ngx.ctx, none in init phases", function()

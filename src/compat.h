@@ -16,6 +16,23 @@
 #include <curl/curl.h>
 #include <lua.h>
 #include <lauxlib.h>
+#if LUA_VERSION_NUM == 501 && defined(__has_include)
+#if __has_include(<luajit.h>)
+#include <luajit.h>
+#endif
+#endif
+
+/*
+ * Whether the running coroutine may yield (not across a C call such as a
+ * gsub callback): lua_isyieldable is Lua 5.3's, and LuaJIT 2.1's, where
+ * OpenResty's coroutine table lacks coroutine.isyieldable. Lua 5.1 cannot
+ * tell, and says yes.
+ */
+#if LUA_VERSION_NUM >= 503 || (defined(LUAJIT_VERSION_NUM) && LUAJIT_VERSION_NUM >= 20100)
+#define compat_isyieldable(L) lua_isyieldable(L)
+#else
+#define compat_isyieldable(L) ((void)(L), 1)
+#endif
 
 /*
  * 7.66.0 brought curl_multi_poll, the newest call the module cannot do

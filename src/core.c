@@ -184,10 +184,18 @@ static int core_curl_info(lua_State *L)
 	return 1;
 }
 
+/* core.yieldable() --> whether the running code may yield (see compat.h) */
+static int core_yieldable(lua_State *L)
+{
+	lua_pushboolean(L, compat_isyieldable(L));
+	return 1;
+}
+
 int luaopen_imgedit_core(lua_State *L)
 {
 	static const luaL_Reg functions[] = {
 		{"now", core_now},
+		{"yieldable", core_yieldable},
 		{"curl_info", core_curl_info},
 		{NULL, NULL}
 	};

@@ -1,6 +1,7 @@
 -- nginx with Debian's Lua module (libnginx-mod-http-lua) for the specs: one
 -- worker on 127.0.0.1, imgedit loaded from this checkout (its Lua files and
--- build/luajit/imgedit/core.so, built here when missing).
+-- build/luajit/imgedit/core.so, built here when missing; IMGEDIT_LUAJIT_BUILD
+-- names another build directory of the checkout, as `make check-poll` does).
 --
 --   local openresty = require("spec.support.openresty")
 --   local web = openresty.start{
@@ -15,7 +16,8 @@
 --
 -- The default configuration serves /edit and /health with
 -- examples/openresty/handler.lua, and /stats: the worker's pid, imgedit's
--- runtime and the ngx runtime's counters, as JSON.
+-- runtime, the ngx runtime's counters and its state (transfers in flight,
+-- parked requests, whether the driver runs), as JSON.
 --
 -- spec/support/nginx.lua runs nginx, as for spec/support/tls.lua: in a
 -- temporary directory that stop() removes, and ended should this process go
@@ -47,22 +49,26 @@ function openresty.load_modules()
     .. ": install the Debian package libnginx-mod-http-lua (make deps)", 3)
 end
 
---- build/luajit/imgedit/core.so, for nginx's LuaJIT (made when missing).
+--- The build directory of the core for nginx's LuaJIT, in the checkout.
+local LUAJIT_BUILD = os.getenv("IMGEDIT_LUAJIT_BUILD") or "build/luajit"
+
+--- LUAJIT_BUILD/imgedit/core.so, for nginx's LuaJIT (made when missing).
 function openresty.luajit_core()
-  local so = openresty.ROOT .. "/build/luajit/imgedit/core.so"
+  local so = openresty.ROOT .. "/" .. LUAJIT_BUILD .. "/imgedit/core.so"
   if not exists(so) then
-    helpers.run(("make -C %s --no-print-directory -s all LUA=luajit LUA_PC=luajit")
-      :format(helpers.shell_quote(openresty.ROOT)))
+    helpers.run(("make -C %s --no-print-directory -s all LUA=luajit LUA_PC=luajit BUILD=%s")
+      :format(helpers.shell_quote(openresty.ROOT), helpers.shell_quote(LUAJIT_BUILD)))
   end
   return so
 end
 
 local STATS = [[
 local rt = require("imgedit.runtime.ngx")
-local s = rt.stats
+local out = { pid = ngx.worker.pid(), runtime = require("imgedit").runtime() }
+for name, n in pairs(rt.stats) do out[name] = n end
+for name, v in pairs(rt.state()) do out[name] = v end
 ngx.header["Content-Type"] = "application/json"
-ngx.say(require("cjson").encode({ pid = ngx.worker.pid(), runtime = require("imgedit").runtime(),
-  waits = s.waits, sleeps = s.sleeps, blocking = s.blocking, performs = s.performs }))
+ngx.say(require("cjson").encode(out))
 ]]
 
 local function default_conf(opts)
@@ -98,7 +104,7 @@ local function default_conf(opts)
     "  uwsgi_temp_path DIR/tmp/uwsgi;\n",
     "  scgi_temp_path DIR/tmp/scgi;\n",
     '  lua_package_path "ROOT/lua/?.lua;ROOT/lua/?/init.lua;ROOT/examples/openresty/?.lua;;";\n',
-    '  lua_package_cpath "ROOT/build/luajit/?.so;;";\n',
+    '  lua_package_cpath "ROOT/' .. LUAJIT_BUILD .. '/?.so;;";\n',
     opts.init_worker and ("  init_worker_by_lua_block {\n" .. opts.init_worker .. "\n  }\n") or "",
     "  server {\n",
     "    listen 127.0.0.1:PORT;\n",

@@ -2,34 +2,50 @@
 --
 -- nginx runs one event loop per worker, and a request handler that blocks
 -- stops every other request of that worker. libcurl's sockets cannot be
--- handed to that loop, so a wait here is a short `ngx.sleep` (an nginx
--- timer: the request yields, the worker serves others) between non-blocking
--- `curl_multi_perform` calls:
+-- handed to that loop, so each worker has one driver: a light thread (an
+-- `ngx.timer`, started on first use, started again should it die, ended
+-- when the worker exits) that asks the C core's readiness set (epoll,
+-- `m:watch_ready()`) which of curl's sockets are ready, with a zero
+-- timeout, and lets curl serve those and its due timer (`m:tick()`): a tick
+-- costs O(ready sockets), however many transfers are in flight. Between
+-- ticks the driver sleeps 1 ms, doubled while nothing is ready, at most
+-- 20 ms (never past curl's own timer); it stops while nothing is in flight.
 --
--- * nothing in flight in the worker (a task's poll interval, a retry's
---   back-off): one sleep for the whole wait the scheduler asked for;
--- * transfers in flight: sleeps of 1 ms, doubled while nothing changes, at
---   most 20 ms (and never past curl's own next timer), back to 1 ms as soon
---   as a transfer starts or finishes.
+-- A request that waits parks on a semaphore of its own (`ngx.semaphore`)
+-- and is resumed only when the driver hands it a finished transfer, when a
+-- coroutine of its loop becomes ready (a transfer, a release, a join) or
+-- when its own timer is due (a poll interval, a back-off, a deadline): no
+-- per-request sleep loop, no per-request `perform`. A waiter whose light
+-- thread was killed (`ngx.thread.kill`, a request that ended) is found by
+-- the driver, and what it waited for is closed: no transfer of it runs on.
 --
--- So a response is noticed at most ~20 ms late (~2x late for one that takes
--- a few ms), and a request waiting on a slow transfer wakes at most ~50
--- times a second. In the phases where nginx cannot yield (init, init_worker,
--- set, header/body filters, log, balancer...) a wait blocks the worker in
--- `curl_multi_poll`, as the blocking runtime does.
+-- In the phases where nginx cannot yield (init, init_worker, set,
+-- header/body filters, log, balancer...) a wait blocks the worker in the
+-- readiness set (`m:tick(seconds)`), as the blocking runtime does.
 --
 -- The multi handle (and its connection pool) is shared by the whole worker;
 -- each request (`ngx.ctx`) gets its own scheduler loop, so `imgedit.run`,
 -- `spawn` and `gather` in concurrent requests do not meet.
 -- @module imgedit.runtime.ngx
 
+local IDLE_BLOCKING = require("imgedit.runtime").IDLE
+
 local M = { name = "ngx" }
 
---- Shortest and longest sleep while transfers are in flight (seconds).
+--- Shortest and longest sleep of the driver between ticks (seconds).
 M.MIN_STEP = 0.001
 M.MAX_STEP = 0.020
 
---- Phases in which `ngx.sleep` yields to nginx (lua-nginx-module docs).
+--- Longest park of a request that has no timer of its own (seconds): a
+-- request whose coroutines wait on each other in a cycle, while transfers
+-- of other requests keep the worker busy, is still told (imgedit's "every
+-- coroutine waits for something that cannot happen").
+M.IDLE = 10
+
+--- How often (seconds) the driver looks for waiters whose thread is gone.
+M.SWEEP = 0.25
+
+--- Phases in which the request may yield to nginx (lua-nginx-module docs).
 local YIELDS = {
   rewrite = true, server_rewrite = true, access = true, content = true, timer = true,
   ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true,
@@ -39,18 +55,26 @@ local YIELDS = {
 --- Phases without `ngx.ctx`: those keep the worker's one loop.
 local NO_CONTEXT = { init = true, init_worker = true, exit_worker = true }
 
---- Per worker: what the last `perform` saw, and counters for diagnostics.
-local running = 0    -- transfers curl still runs, as of the last perform
-local generation = 0 -- bumped whenever that number changes
+--- Counters of this worker (for measurements and specs): the driver's
+-- `drivers` (times it was started), `ticks`, `served` (ready sockets and
+-- curl timer expiries served); the waiting requests' `parks` (yielding
+-- waits), `resumes` (parks ended by the driver: a transfer finished, a
+-- coroutine became ready), `timeouts` (parks ended by the request's own
+-- timer), `blocking` (waits that could not yield), `swept` (parks of
+-- threads found gone).
+M.stats = { drivers = 0, ticks = 0, served = 0, parks = 0, resumes = 0, timeouts = 0, blocking = 0, swept = 0 }
 
---- Counters of this worker (for measurements and specs): `waits`, `sleeps`
--- (yields to nginx), `blocking` (waits that could not yield), `performs`.
-M.stats = { waits = 0, sleeps = 0, blocking = 0, performs = 0 }
+-- The worker's driver: the multi handle it ticks, its semaphore (posted
+-- when a request starts a transfer while it sleeps), and its state.
+local driver = { multi = nil, backend = nil, loop = nil, sem = nil, running = false, sleeping = false }
 
--- The backoff of each waiting coroutine (a request's handler, a timer...);
--- MAIN stands for Lua 5.1's main thread, which is no coroutine.
-local steps = setmetatable({}, { __mode = "k" })
-local MAIN = {}
+-- Waiters: one record per waiting thread (a request's handler, a light
+-- thread, a timer), {co, sem, loop, transfer, posted, at}, found by its
+-- coroutine; those parked right now, by loop.
+local by_co = setmetatable({}, { __mode = "k" })
+local parked = setmetatable({}, { __mode = "k" }) -- loop -> {waiter = true}
+local nparked = 0
+local MAIN = {} -- Lua 5.1's main thread, which is no coroutine
 
 --- lua-nginx-module's `ngx` table, or nil outside nginx.
 local function api()
@@ -89,56 +113,196 @@ function M.context()
   return nil
 end
 
-function M.perform(loop)
+--- The multi handle of `loop`, switched to the readiness set on first use.
+local function multi_of(loop)
   local multi = loop:multi()
-  M.stats.performs = M.stats.performs + 1
-  -- nil when the multi handle failed: its transfers are then done, with that error
-  local now_running = multi:perform() or 0
-  if now_running ~= running then
-    running = now_running
-    generation = generation + 1
+  if driver.multi ~= multi then
+    driver.backend = assert(multi:watch_ready())
+    driver.multi = multi
   end
+  return multi
 end
 
-local function blocking_wait(multi, seconds)
-  M.stats.blocking = M.stats.blocking + 1
-  multi:poll(seconds)
+--- Whole milliseconds, at least one: nginx's timers count milliseconds, and
+-- Debian's nginx (without the delayed-events patch) warns of a zero sleep.
+local function ms(seconds)
+  return math.max(0.001, math.ceil(seconds * 1000 - 1e-6) / 1000)
 end
 
-function M.wait(loop, seconds)
-  local multi = loop:multi()
-  M.stats.waits = M.stats.waits + 1
-  seconds = math.max(0, seconds or 0)
-  if not M.yieldable() then return blocking_wait(multi, seconds) end
-  local delay = seconds
-  local co = coroutine.running() or MAIN
-  if running > 0 then
-    local state = steps[co]
-    if not state then
-      state = { step = M.MIN_STEP, generation = generation }
-      steps[co] = state
-    elseif state.generation ~= generation then
-      state.step, state.generation = M.MIN_STEP, generation
-    else
-      state.step = math.min(state.step * 2, M.MAX_STEP)
+--- Posts the waiters of `loop` that can go on: the one of a wait for a
+-- transfer that is done, any other once the loop has a ready coroutine.
+-- The loops' on_ready hook; it runs in the driver, or in the request itself
+-- (then nobody of the loop is parked).
+local function notify(loop)
+  local set = parked[loop]
+  if not set then return end
+  for w in pairs(set) do
+    if not w.posted and (w.transfer and w.transfer:done() or (not w.transfer and loop:has_ready())) then
+      w.posted = true
+      w.sem:post(1)
     end
-    delay = math.min(delay, state.step)
-    local curl_next = multi:timeout()
-    if curl_next and curl_next >= 0 then delay = math.min(delay, curl_next) end
+  end
+end
+
+local function unpark(w)
+  local set = parked[w.loop]
+  if set and set[w] then
+    set[w] = nil
+    nparked = nparked - 1
+  end
+end
+
+--- Closes what the parked waiters whose thread is gone waited for.
+local function sweep(now)
+  if nparked == 0 or now < (driver.swept_at or 0) + M.SWEEP then return end
+  driver.swept_at = now
+  local gone = {}
+  for _, set in pairs(parked) do
+    for w in pairs(set) do
+      -- lua-nginx-module says "dead" of a killed light thread, "running" of
+      -- one suspended in an nginx API
+      if w.co ~= MAIN and coroutine.status(w.co) == "dead" then gone[#gone + 1] = w end
+    end
+  end
+  for _, w in ipairs(gone) do
+    unpark(w)
+    by_co[w.co] = nil
+    M.stats.swept = M.stats.swept + 1
+    w.loop:abandon(w.transfer)
+  end
+end
+
+local start_driver
+
+--- The driver's light thread: ticks while transfers are in flight.
+local function drive(premature)
+  if premature then
+    driver.running = false
+    return
+  end
+  local ngx = api()
+  local multi, step = driver.multi, M.MIN_STEP
+  local ok, problem = pcall(function()
+    while not ngx.worker.exiting() do
+      -- nil: the multi handle failed, and its transfers ended with that error
+      local served = multi:tick() or 0
+      M.stats.ticks = M.stats.ticks + 1
+      M.stats.served = M.stats.served + served
+      driver.loop:collect()
+      local now = ngx.now()
+      sweep(now)
+      if #multi == 0 then return end
+      if served > 0 then step = M.MIN_STEP else step = math.min(step * 2, M.MAX_STEP) end
+      local delay, curl_next = step, multi:timer()
+      if curl_next and curl_next < delay then delay = curl_next end
+      driver.sleeping = true
+      driver.sem:wait(ms(delay))
+      driver.sleeping = false
+    end
+  end)
+  driver.running, driver.sleeping = false, false
+  if not ok then
+    ngx.log(ngx.ERR, "imgedit: the curl driver of this worker stopped: ", tostring(problem))
+    -- the transfers in flight still need one
+    if #multi > 0 then start_driver() end
+  end
+end
+
+--- Starts the driver unless it runs; true when it runs.
+function start_driver()
+  local ngx = api()
+  if driver.running or ngx.worker.exiting() then return driver.running end
+  if not driver.sem then driver.sem = require("ngx.semaphore").new(0) end
+  local ok, err = ngx.timer.at(0, drive)
+  if not ok then
+    ngx.log(ngx.ERR, "imgedit: cannot start the curl driver of this worker (", tostring(err),
+      "): waits block the worker")
+    return false
+  end
+  driver.running = true
+  M.stats.drivers = M.stats.drivers + 1
+  return true
+end
+
+--- A wait that blocks the worker: in the readiness set, serving what is
+-- ready (or curl_multi_poll before the first yielding wait set it up).
+local function blocking_wait(loop, seconds)
+  M.stats.blocking = M.stats.blocking + 1
+  local multi = loop:multi()
+  if driver.multi == multi then
+    multi:tick(seconds or IDLE_BLOCKING)
   else
-    steps[co] = nil
+    multi:poll(seconds or IDLE_BLOCKING)
+    multi:perform()
   end
-  -- nginx's timers count whole milliseconds: a 0.4 ms rest would be a
-  -- zero sleep, and the caller would come back at once for the rest
-  delay = math.ceil(delay * 1000 - 1e-6) / 1000
-  if delay <= 0 then delay = 0 end
-  M.stats.sleeps = M.stats.sleeps + 1
-  -- ngx.sleep cannot yield across a C call (a gsub callback, a metamethod):
-  -- there the worker waits as the blocking runtime would
-  if not pcall(api().sleep, delay) then
-    M.stats.sleeps = M.stats.sleeps - 1
-    return blocking_wait(multi, delay)
+end
+
+--- Lets curl progress: the driver does it (started, or woken when curl
+-- wants to act now, as after a transfer was added); where nothing may
+-- yield, the request does it itself.
+function M.perform(loop)
+  if not M.yieldable() then
+    local multi = loop:multi()
+    if driver.multi == multi then multi:tick() else multi:perform() end
+    return
   end
+  local multi = multi_of(loop)
+  driver.loop = loop
+  if not driver.running then
+    start_driver()
+  elseif driver.sleeping then
+    local curl_next = multi:timer()
+    if curl_next and curl_next <= M.MIN_STEP then
+      driver.sleeping = false
+      driver.sem:post(1)
+    end
+  end
+end
+
+--- Whether the running code may yield: not across a C call (a gsub
+-- callback, a sort comparator), where a semaphore's wait would fail after
+-- it registered the waiter. (OpenResty's coroutine table has no
+-- coroutine.isyieldable; the core asks the C API.)
+local isyieldable = require("imgedit.core").yieldable
+
+function M.wait(loop, seconds, transfer)
+  if not M.yieldable() or not isyieldable() then return blocking_wait(loop, seconds) end
+  -- transfers in flight need the driver; without one, the worker blocks
+  if #multi_of(loop) > 0 and not start_driver() then return blocking_wait(loop, seconds) end
+  local co = coroutine.running() or MAIN
+  local w = by_co[co]
+  if not w then
+    w = { co = co, sem = require("ngx.semaphore").new(0) }
+    by_co[co] = w
+  end
+  w.loop, w.transfer, w.posted = loop, transfer, false
+  local set = parked[loop]
+  if not set then
+    set = {}
+    parked[loop] = set
+  end
+  set[w] = true
+  nparked = nparked + 1
+  loop:on_ready(notify)
+  M.stats.parks = M.stats.parks + 1
+  local ok = w.sem:wait(ms(seconds or M.IDLE))
+  unpark(w)
+  w.transfer = nil
+  if ok then
+    M.stats.resumes = M.stats.resumes + 1
+  else
+    M.stats.timeouts = M.stats.timeouts + 1
+    -- a post that came after the time was up is not left for the next wait
+    if w.posted then w.sem:wait(0) end
+  end
+end
+
+--- What the worker's runtime holds right now: `{transfers = n (in flight
+-- on the multi handle), parked = n (waiting requests), driver = bool,
+-- backend = "epoll" or "poll" (nil before the first yielding wait)}`.
+function M.state()
+  return { transfers = driver.multi and #driver.multi or 0, parked = nparked, driver = driver.running,
+    backend = driver.backend }
 end
 
 return M
