@@ -69,10 +69,12 @@ M.stats = { drivers = 0, ticks = 0, served = 0, parks = 0, resumes = 0, timeouts
 local driver = { multi = nil, backend = nil, loop = nil, sem = nil, running = false, sleeping = false }
 
 -- Waiters: one record per waiting thread (a request's handler, a light
--- thread, a timer), {co, sem, loop, transfer, posted, at}, found by its
--- coroutine; those parked right now, by loop.
+-- thread, a timer), {sem, and while parked: co, loop, transfer, posted},
+-- found by its coroutine; those parked right now, by loop. A record holds
+-- its coroutine and loop only while parked: LuaJIT's weak tables are no
+-- ephemerons, and a value that refers to its own weak key keeps it alive.
 local by_co = setmetatable({}, { __mode = "k" })
-local parked = setmetatable({}, { __mode = "k" }) -- loop -> {waiter = true}
+local parked = {} -- loop -> {waiter = true}, while one of its waiters is parked
 local nparked = 0
 local MAIN = {} -- Lua 5.1's main thread, which is no coroutine
 
@@ -149,7 +151,9 @@ local function unpark(w)
   if set and set[w] then
     set[w] = nil
     nparked = nparked - 1
+    if next(set) == nil then parked[w.loop] = nil end
   end
+  w.co, w.loop, w.transfer = nil, nil, nil
 end
 
 --- Closes what the parked waiters whose thread is gone waited for.
@@ -165,10 +169,11 @@ local function sweep(now)
     end
   end
   for _, w in ipairs(gone) do
+    local co, loop, transfer = w.co, w.loop, w.transfer
     unpark(w)
-    by_co[w.co] = nil
+    by_co[co] = nil
     M.stats.swept = M.stats.swept + 1
-    w.loop:abandon(w.transfer)
+    loop:abandon(transfer)
   end
 end
 
@@ -269,13 +274,16 @@ function M.wait(loop, seconds, transfer)
   if not M.yieldable() or not isyieldable() then return blocking_wait(loop, seconds) end
   -- transfers in flight need the driver; without one, the worker blocks
   if #multi_of(loop) > 0 and not start_driver() then return blocking_wait(loop, seconds) end
+  -- a killed thread that waited without a transfer is found here too,
+  -- should the driver not run again
+  sweep(api().now())
   local co = coroutine.running() or MAIN
   local w = by_co[co]
   if not w then
-    w = { co = co, sem = require("ngx.semaphore").new(0) }
+    w = { sem = require("ngx.semaphore").new(0) }
     by_co[co] = w
   end
-  w.loop, w.transfer, w.posted = loop, transfer, false
+  w.co, w.loop, w.transfer, w.posted = co, loop, transfer, false
   local set = parked[loop]
   if not set then
     set = {}
@@ -287,7 +295,6 @@ function M.wait(loop, seconds, transfer)
   M.stats.parks = M.stats.parks + 1
   local ok = w.sem:wait(ms(seconds or M.IDLE))
   unpark(w)
-  w.transfer = nil
   if ok then
     M.stats.resumes = M.stats.resumes + 1
   else
