@@ -1,7 +1,6 @@
 -- nginx with Debian's Lua module (libnginx-mod-http-lua) for the specs: one
--- worker (unless told otherwise) on 127.0.0.1, imgedit loaded from this
--- checkout (its Lua files and build/luajit/imgedit/core.so, built here when
--- missing).
+-- worker on 127.0.0.1, imgedit loaded from this checkout (its Lua files and
+-- build/luajit/imgedit/core.so, built here when missing).
 --
 --   local openresty = require("spec.support.openresty")
 --   local web = openresty.start{
