@@ -144,8 +144,14 @@ function client.new(provider, opts)
     elseif key == "on_retry" then
       if type(value) ~= "function" then return invalid("option on_retry must be a function(info)") end
       config.on_retry = value
+    elseif key == "shared_dict" then
+      -- checked now, not at the first 429: a misspelt name must not go
+      -- unnoticed until the gateway is already limiting every worker
+      local dict, problem = transport.shared_dict(value)
+      if not dict then return nil, errors.new("invalid_request", problem, { option = "shared_dict" }) end
+      config.shared_dict = value
     else
-      local names = { "headers", "poll", "on_retry" }
+      local names = { "headers", "poll", "on_retry", "shared_dict" }
       for option in pairs(OPTION_CHECKS) do names[#names + 1] = option end
       table.sort(names)
       return invalid(("unknown option %s (known: %s)"):format(params.show(key), table.concat(names, ", ")))
@@ -175,8 +181,9 @@ function client.new(provider, opts)
 
   -- `session`: what every request of this client shares (imgedit.transport):
   -- the key (in a closure, not in a field: printing or serializing a client
-  -- must not reveal it), the 429 pause, the request slots, the prepared
-  -- requests. Providers, tasks and results hand it to transport.request.
+  -- must not reveal it), the 429 pause (and the shared_dict that spreads
+  -- it to every nginx worker), the request slots, the prepared requests.
+  -- Providers, tasks and results hand it to transport.request.
   local session = transport.session(provider, config, api_key)
   local self = setmetatable({ provider = provider, config = config, session = session,
                               credentials = session.secret }, Client)

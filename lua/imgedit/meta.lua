@@ -53,6 +53,7 @@
 ---@field max_in_flight integer? requests of this client on the wire at once (64)
 ---@field on_retry fun(info: {attempt: integer, delay: number, error: imgedit.Error, url: string, method: string})?
 ---@field strict_models boolean? refuse models outside the catalog (false)
+---@field shared_dict string? nginx: a lua_shared_dict's name; a 429's pause then holds back every worker
 
 ---@class imgedit.File
 ---@field path string

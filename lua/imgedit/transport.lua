@@ -199,6 +199,71 @@ local function decode(res)
   if value == nil then res.decode_error = problem else res.json = value end
 end
 
+-- The machine-wide 429 pause (option shared_dict) -----------------------------------
+--
+-- With shared_dict, a 429's pause is also written to an nginx
+-- lua_shared_dict, which every worker of the nginx instance reads, so they
+-- back off together; without it, the pause is the client's own.
+--
+-- The entry is the pause's end as an absolute time on scheduler.now()'s
+-- clock, CLOCK_MONOTONIC: it is system-wide (every worker reads the same
+-- clock), it is the clock the client's own pause and the deadlines are on
+-- (no conversion), and it does not jump when the wall clock is set.
+-- ngx.now() would be the other choice: wall-clock time, and cached per
+-- event-loop turn, so a worker that has been busy would read it stale.
+
+--- The `lua_shared_dict` named `name` (option shared_dict), or nil and what
+-- to do. ngx.shared exists in every phase of lua-nginx-module, init_by_lua
+-- and init_worker_by_lua included, so the check is made when the client is.
+function transport.shared_dict(name)
+  if type(name) ~= "string" or name == "" then
+    return nil, ("option shared_dict must be the name of a lua_shared_dict (a non-empty string), got %s")
+      :format(params.show(name))
+  end
+  local ngx = rawget(_G, "ngx")
+  local shared = type(ngx) == "table" and ngx.shared
+  if not shared then
+    return nil, "option shared_dict needs nginx's Lua module (ngx.shared), which is not here: leave it out"
+      .. " outside OpenResty (each client then pauses by itself after a 429)"
+  end
+  local dict = shared[name]
+  if not dict then
+    return nil, ("option shared_dict: nginx has no lua_shared_dict %s; declare it in the http block of"
+      .. " nginx.conf: lua_shared_dict %s 1m;"):format(params.show(name), name)
+  end
+  return dict
+end
+
+--- The dict's key of a client's pause: the provider and the base URL, so
+-- that two gateways (or two accounts behind different base URLs) do not
+-- pause each other. Never the key: the dict is readable by any Lua code of
+-- the nginx instance, and shows no more than tostring(client) does.
+local function pause_key(provider, config)
+  return ("imgedit 429 pause %s %s"):format(provider.name, config.base_url)
+end
+
+--- Writes a 429's pause, ending at `ends` (scheduler.now()) `delay` seconds
+-- from now, to the session's shared dict, unless a longer one is there.
+-- (get then set is not atomic: two workers writing in the same instant may
+-- keep the shorter of two pauses the server gave at that instant; each
+-- worker's own client still keeps its own.)
+local function share_pause(s, ends, delay)
+  local dict, key = s.shared, s.shared_key
+  local current = dict:get(key)
+  if type(current) == "number" and current >= ends then return end
+  -- the entry removes itself when the pause is over; exptime counts whole
+  -- milliseconds and 0 would mean "never expires"
+  local ok, problem = dict:set(key, ends, math.ceil(delay * 1000) / 1000)
+  if not ok then
+    -- a dict too small even for one entry: the pause stays this client's
+    -- own; said where nginx's operator looks
+    local ngx = rawget(_G, "ngx")
+    if ngx and ngx.log then
+      ngx.log(ngx.WARN, "imgedit: the 429 pause could not be written to shared_dict: ", tostring(problem))
+    end
+  end
+end
+
 -- Sessions -------------------------------------------------------------------------
 --
 -- A client's session holds what every request of the client shares: its
@@ -212,11 +277,14 @@ end
 
 --- The session of a client of `provider` (its descriptor) with options
 -- `config` (checked) and API key `key` (or nil): `{config, secret = function
--- returning the key, keyed, paused_until, slots, no_key}` and, once made,
--- `api` and `download`.
+-- returning the key, keyed, paused_until, slots, no_key}`, with option
+-- shared_dict `shared` (the dict) and `shared_key`, and, once made, `api`
+-- and `download`.
 function transport.session(provider, config, key)
+  local shared = config.shared_dict and assert(transport.shared_dict(config.shared_dict))
   return {
     config = config, secret = function() return key end, keyed = key ~= nil and key ~= "", paused_until = 0,
+    shared = shared or nil, shared_key = shared and pause_key(provider, config) or nil,
     slots = scheduler.semaphore(config.max_in_flight),
     no_key = ("no API key: pass api_key to imgedit.client(%q, ...) or set %s"):format(provider.name,
       provider.env.api_key),
@@ -311,11 +379,23 @@ function transport.request(s, spec)
   while true do
     attempt = attempt + 1
     local now = scheduler.now()
-    -- after a 429 the whole client pauses, not only the request that saw it
-    local pause = s.paused_until - now
+    -- after a 429 the whole client pauses, not only the request that saw it;
+    -- with shared_dict, so does every worker (one get per attempt)
+    local paused_until, by_other = s.paused_until, false
+    local shared = s.shared
+    if shared then
+      local shared_until = shared:get(s.shared_key)
+      if type(shared_until) == "number" and shared_until > paused_until then
+        paused_until, by_other = shared_until, true
+      end
+    end
+    local pause = paused_until - now
     if pause > 0 then
       if spec.deadline and now + pause > spec.deadline then
-        return nil, errors.new("rate_limited", "the provider asked this client to slow down until after the deadline",
+        return nil, errors.new("rate_limited", by_other
+          and "the provider asked a client of this nginx (sharing this one's shared_dict) to slow down until"
+            .. " after the deadline"
+          or "the provider asked this client to slow down until after the deadline",
           { attempts = attempt - 1, retryable = true })
       end
       scheduler.sleep(pause)
@@ -399,7 +479,9 @@ function transport.request(s, spec)
         return nil, err
       end
       if err.status == 429 then
-        s.paused_until = math.max(s.paused_until, scheduler.now() + delay)
+        local ends = scheduler.now() + delay
+        s.paused_until = math.max(s.paused_until, ends)
+        if s.shared and delay > 0 then share_pause(s, ends, delay) end
       end
       if cfg.on_retry then
         cfg.on_retry({ attempt = attempt + 1, delay = delay, error = err, url = url, method = spec.method })

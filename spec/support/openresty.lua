@@ -8,6 +8,8 @@
 --     env = {FOXAPI_API_KEY = "sk-test", FOXAPI_BASE_URL = m.foxapi},
 --     init_worker = 'require("imgedit").runtime("blocking")', -- optional
 --     locations = {["/gather"] = "lua code"},                  -- optional, more content handlers
+--     workers = 2,                                             -- optional, worker_processes (1)
+--     http = {"lua_shared_dict imgedit 1m;"},                  -- optional, more lines of the http block
 --   }
 --   web.url, web.port, web.prefix, web.dir
 --   web:error_log()                -- nginx's error log so far
@@ -91,7 +93,7 @@ local function default_conf(opts)
   table.sort(env)
   return table.concat({
     openresty.load_modules(),
-    "worker_processes 1;\n",
+    ("worker_processes %d;\n"):format(opts.workers or 1),
     "error_log DIR/error.log info;\n",
     "pid DIR/nginx.pid;\n",
     table.concat(env),
@@ -106,6 +108,7 @@ local function default_conf(opts)
     '  lua_package_path "ROOT/lua/?.lua;ROOT/lua/?/init.lua;ROOT/examples/openresty/?.lua;;";\n',
     '  lua_package_cpath "ROOT/' .. LUAJIT_BUILD .. '/?.so;;";\n',
     opts.init_worker and ("  init_worker_by_lua_block {\n" .. opts.init_worker .. "\n  }\n") or "",
+    opts.http and ("  " .. table.concat(opts.http, "\n  ") .. "\n") or "",
     "  server {\n",
     "    listen 127.0.0.1:PORT;\n",
     table.concat(blocks),
@@ -115,7 +118,8 @@ local function default_conf(opts)
 end
 
 --- Starts nginx; raises when it does not start. opts: env (variables for
--- nginx, passed on to the worker), init_worker and locations (see above);
+-- nginx, passed on to the workers), init_worker, locations, workers and
+-- http (see above);
 -- or conf, a whole configuration in which DIR stands for the temporary
 -- directory (logs, pid, temp files) and PORT for the port, with
 -- prefix_is_root to run it with the checkout as nginx's prefix.
