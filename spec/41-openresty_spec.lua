@@ -285,6 +285,24 @@ describe("OpenResty", function()
     end)
   end
 
+  it("leaves no transfer running when the client of a waiting request goes away (lua_check_client_abort)", function()
+    m:faults({ { path = PT_EDITS, kind = "slow", seconds = 60, times = 1 } })
+    start({ http = { "lua_check_client_abort on;" }, locations = { ["/ptedit"] = PT_EDIT } })
+    local before = stats()
+    local edit = send(web.port, "/ptedit")
+    await_submissions(m, 1, PT_EDITS)
+    assert.equal(1, stats().transfers)
+    edit.sock:close()
+    local s
+    local deadline = socket.gettime() + DEADLINE
+    repeat
+      assert(socket.gettime() < deadline, "the aborted request's transfer is still on the multi handle")
+      socket.sleep(0.05)
+      s = stats()
+    until s.transfers == 0 and s.parked == 0
+    assert.equal(1, s.swept - before.swept)
+  end)
+
   it("blocks the worker rather than fail where a wait cannot yield (inside a gsub callback)", function()
     start({ locations = { ["/gsub"] = [[
       local imgedit = require("imgedit")
