@@ -241,37 +241,40 @@ end
 
 -- nginx -----------------------------------------------------------------------
 
-local CONF = table.concat({
-  openresty.load_modules(),
-  "worker_processes 1;\n",
-  -- N client connections plus N upstream cosockets (curl's own sockets are
-  -- no nginx connections, but are descriptors of the worker too)
-  "worker_rlimit_nofile 8192;\n",
-  "error_log DIR/error.log warn;\n",
-  "pid DIR/nginx.pid;\n",
-  "env BENCH_KEY;\nenv BENCH_POWERTOKENS;\nenv BENCH_FOXAPI;\n",
-  "events {\n  worker_connections 4096;\n}\n",
-  "http {\n",
-  -- logging each request would be the worker's largest cost for /quick
-  "  access_log off;\n",
-  "  client_body_temp_path DIR/tmp/client_body;\n",
-  "  proxy_temp_path DIR/tmp/proxy;\n",
-  "  fastcgi_temp_path DIR/tmp/fastcgi;\n",
-  "  uwsgi_temp_path DIR/tmp/uwsgi;\n",
-  "  scgi_temp_path DIR/tmp/scgi;\n",
-  "  keepalive_requests 100000;\n",
-  '  lua_package_path "ROOT/lua/?.lua;ROOT/lua/?/init.lua;ROOT/bench/?.lua;;";\n',
-  '  lua_package_cpath "ROOT/build/luajit/?.so;;";\n',
-  "  server {\n",
-  -- all N connections of a cell arrive at once
-  "    listen 127.0.0.1:PORT backlog=4096;\n",
-  '    location = /quick { content_by_lua_block { require("openresty_handler").quick() } }\n',
-  '    location = /stats { content_by_lua_block { require("openresty_handler").stats() } }\n',
-  '    location /imgedit/ { content_by_lua_block { require("openresty_handler").imgedit() } }\n',
-  '    location /cosocket/ { content_by_lua_block { require("openresty_handler").cosocket() } }\n',
-  "  }\n",
-  "}\n",
-})
+-- core: the directory of the imgedit/core.so that nginx's LuaJIT loads.
+local function nginx_conf(core)
+  return table.concat({
+    openresty.load_modules(),
+    "worker_processes 1;\n",
+    -- N client connections plus N upstream cosockets (curl's own sockets are
+    -- no nginx connections, but are descriptors of the worker too)
+    "worker_rlimit_nofile 8192;\n",
+    "error_log DIR/error.log warn;\n",
+    "pid DIR/nginx.pid;\n",
+    "env BENCH_KEY;\nenv BENCH_POWERTOKENS;\nenv BENCH_FOXAPI;\n",
+    "events {\n  worker_connections 4096;\n}\n",
+    "http {\n",
+    -- logging each request would be the worker's largest cost for /quick
+    "  access_log off;\n",
+    "  client_body_temp_path DIR/tmp/client_body;\n",
+    "  proxy_temp_path DIR/tmp/proxy;\n",
+    "  fastcgi_temp_path DIR/tmp/fastcgi;\n",
+    "  uwsgi_temp_path DIR/tmp/uwsgi;\n",
+    "  scgi_temp_path DIR/tmp/scgi;\n",
+    "  keepalive_requests 100000;\n",
+    '  lua_package_path "ROOT/lua/?.lua;ROOT/lua/?/init.lua;ROOT/bench/?.lua;;";\n',
+    '  lua_package_cpath "' .. core .. '/?.so;;";\n',
+    "  server {\n",
+    -- all N connections of a cell arrive at once
+    "    listen 127.0.0.1:PORT backlog=4096;\n",
+    '    location = /quick { content_by_lua_block { require("openresty_handler").quick() } }\n',
+    '    location = /stats { content_by_lua_block { require("openresty_handler").stats() } }\n',
+    '    location /imgedit/ { content_by_lua_block { require("openresty_handler").imgedit() } }\n',
+    '    location /cosocket/ { content_by_lua_block { require("openresty_handler").cosocket() } }\n',
+    "  }\n",
+    "}\n",
+  })
+end
 
 -- Errors, alerts and worse in nginx's log: the count and the first line.
 local function log_problems(web)
@@ -296,14 +299,14 @@ end
 
 -- One cell ------------------------------------------------------------------------
 
-local function cell(m, clock_start, provider, n, client)
+local function cell(m, clock_start, conf, provider, n, client)
   m:reset()
   if provider == "powertokens" then
     m:faults{{kind = "slow", seconds = DELAY, times = n, method = "POST", path = SUBMIT.powertokens}}
   else
     m:config{task_delay = DELAY}
   end
-  local web = openresty.start{conf = CONF, env = {BENCH_KEY = KEY, BENCH_POWERTOKENS = m.powertokens,
+  local web = openresty.start{conf = conf, env = {BENCH_KEY = KEY, BENCH_POWERTOKENS = m.powertokens,
                                                   BENCH_FOXAPI = m.foxapi}}
   local ok, result = pcall(function()
     local loop = new_loop()
@@ -446,8 +449,9 @@ local function main()
   for _, n in ipairs(NS) do
     if n < 1 or n > MAX_N then error(("N = %d: between 1 and %d"):format(n, MAX_N), 0) end
   end
-  -- the core nginx's LuaJIT loads (make bench builds it; made here if missing)
-  openresty.luajit_core()
+  -- the core nginx's LuaJIT loads (make bench builds it; made here if
+  -- missing), where the specs' helper keeps it
+  local conf = nginx_conf((openresty.luajit_core():match("^(.*)/imgedit/core%.so$")))
   local m = mock.start{}
   local own = tonumber((read_file("/proc/self/stat") or ""):match("^(%d+)"))
   pin(m.pid, 0)
@@ -460,7 +464,7 @@ local function main()
     for _, provider in ipairs(PROVIDERS) do
       for _, n in ipairs(NS) do
         for _, client in ipairs(CLIENTS) do
-          local c = cell(m, clock_start, provider, n, client)
+          local c = cell(m, clock_start, conf, provider, n, client)
           cells[#cells + 1] = c
           log("%-11s N=%-3d %-8s CPU %5.1f%%  quick %d: median %.1f ms, max %.1f ms; late median %s ms, max %s ms;"
             .. " %d/%d ok", provider, n, client, 100 * c.worker_cpu, c.quick.n, 1000 * (c.quick.median or 0),
