@@ -147,11 +147,15 @@ check-rock: deps
 	done
 
 # Benchmarks (not part of `make test`): imgedit against plain C libcurl
-# programs and the curl tool, on loopback servers; see bench/RESULTS.md.
+# programs and the curl tool, on loopback servers, and inside one nginx
+# worker against a plain cosocket client; see bench/RESULTS.md.
 BENCH_BUILD := build/bench
 BENCH_CFLAGS = -O2 -Wall -Wextra -std=c99
 bench: deps all
 	@sh .ci/deps.sh curl valgrind lua5.1 lua-curl
+	@# the OpenResty workload's nginx loads build/luajit's core: rebuilt when
+	@# the C sources changed (spec/support/openresty.lua only makes a missing one)
+	@$(MAKE) --no-print-directory all LUA=luajit LUA_PC=luajit
 	@mkdir -p $(BENCH_BUILD)
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/baseline bench/baseline.c $(shell pkg-config --cflags --libs libcurl)
 	$(CC) $(BENCH_CFLAGS) -o $(BENCH_BUILD)/fastserver bench/fastserver.c

@@ -10,12 +10,16 @@
 -- Servers: the emulator (imgedit.mock) for W2, W3, W4 and polling; for W1 a
 -- trivial C server (bench/fastserver.c), because the emulator spends about as
 -- much CPU per request as the client under test and would dominate the
--- per-request time (the suite measures and prints both).
+-- per-request time (the suite measures and prints both). The OpenResty
+-- workload (bench/openresty.lua) runs Debian's nginx with its Lua module and
+-- an emulator of its own, and prints a second table.
 --
 -- Environment: BENCH_REPEATS (default 5) repeats of the short workloads, the
 -- median is reported; BENCH_PIN=0 turns off pinning W1's client and server to
 -- one CPU (see RESULTS.md); BENCH_SKIP_POLL=1 skips the 45 s polling workload;
--- BENCH_ONLY=w1 (or w2, w3, w4, polling; comma-separated) runs only those.
+-- BENCH_ONLY=w1 (or w2, w3, w4, polling, openresty; comma-separated) runs only
+-- those; BENCH_OPENRESTY_N=1,50 runs the OpenResty workload (issue 12) at
+-- those N only (default 1,50,200,500).
 -- W1 also counts instructions per request under callgrind (valgrind), when
 -- valgrind is installed: the steady-state figure, which does not depend on
 -- the machine's load.
@@ -34,6 +38,7 @@ local LUA = arg[-1] or "lua5.4"
 local BASELINE = BUILD .. "/baseline"
 local FASTSERVER = BUILD .. "/fastserver"
 local WORKLOAD = ROOT .. "/bench/workload.lua"
+local OPENRESTY = ROOT .. "/bench/openresty.lua"
 local LUACURL = ROOT .. "/bench/luacurl.lua"
 -- W1's peer runs under the interpreter Debian builds lua-curl for
 local LUACURL_LUA = "lua5.1"
@@ -51,6 +56,10 @@ local W3_BYTES, W3_N = 6 * MIB, 4
 local W4_BYTES = 200 * MIB
 local W4_MIN_REPEATS = 9 -- writing 200 MiB into the page cache varies a lot from run to run on this VM
 local POLL_DURATIONS = {1, 5, 45}
+-- OpenResty (issue 12): each edit's answer 5 s late; a 2.5 s window while
+-- they wait; 50 quick requests in it
+local OR_DELAY, OR_WINDOW, OR_QUICK = 5, 2.5, 50
+local OR_NS = os.getenv("BENCH_OPENRESTY_N") or "1,50,200,500"
 local BUDGET = 540 -- seconds: later workloads are skipped past this (make bench must end within 10 min)
 
 local W3_BODY = '{"model":"qwen-image-2.0-pro","response_format":"b64_json","n":4,"input":{"messages":[{"role":"user",'
@@ -133,10 +142,12 @@ local function collect(list, field)
 end
 
 -- Runs a command under `timeout`; returns its last JSON line decoded. Raises
--- with the command's stderr when it fails.
-local function run_json(cmd, limit)
+-- with the command's stderr when it fails. show_progress: its stderr goes to
+-- ours as it comes (a long workload's progress lines) instead.
+local function run_json(cmd, limit, show_progress)
   local errfile = os.tmpname()
-  local p = io.popen(("timeout -k 5 %d %s 2>%s"):format(limit, cmd, shell_quote(errfile)))
+  local p = io.popen(("timeout -k 5 %d %s%s"):format(limit, cmd,
+    show_progress and "" or " 2>" .. shell_quote(errfile)))
   local out = p:read("*a")
   local ok, _, code = p:close()
   local err = read_file(errfile)
@@ -208,11 +219,10 @@ local function secs(s) return s and ("%.3f s"):format(s) end
 local function mib(kib) return kib and ("%.1f MiB"):format(kib / 1024) end
 local function times(x) return x and ("%.2f×"):format(x) end
 
-local function print_table(out)
-  local header = {"workload", "metric", "imgedit", "baseline", "ratio", "target", "result"}
+local function print_rows(out, header, list)
   local widths = {}
   for i, h in ipairs(header) do widths[i] = width(h) end
-  for _, r in ipairs(rows) do
+  for _, r in ipairs(list) do
     for i, cell in ipairs(r) do widths[i] = math.max(widths[i], width(cell)) end
   end
   local function line(cells)
@@ -225,8 +235,19 @@ local function print_table(out)
   local sep = {}
   for i, w in ipairs(widths) do sep[i] = string.rep("-", w) end
   out:write(line(header), "\n", line(sep), "\n")
-  for _, r in ipairs(rows) do out:write(line(r), "\n") end
+  for _, r in ipairs(list) do out:write(line(r), "\n") end
 end
+
+local function print_table(out)
+  print_rows(out, {"workload", "metric", "imgedit", "baseline", "ratio", "target", "result"}, rows)
+end
+
+-- The OpenResty workload's own table (one row per provider, N and client),
+-- printed after the main one; its targets are rows of the main table.
+local OR_HEADER = {"provider", "N", "client", "waiting", "worker CPU", "emulator CPU", "quick n",
+                   "quick median / p99 / max", "edit late median / max", "edits ok"}
+local or_rows = {}
+local or_title
 
 -- Servers ---------------------------------------------------------------------
 
@@ -603,6 +624,111 @@ local function polling(m)
   end
 end
 
+-- OpenResty (issue 12, item 5): bench/openresty.lua runs nginx and its own
+-- emulator (pinned apart from nginx's worker, which the suite's emulator
+-- must not be for the later workloads), one cell per provider, N and client.
+local function pct(x) return x and ("%.1f %%"):format(100 * x) end
+local function ms(x) return x and ("%.1f ms"):format(1000 * x) or "—" end
+
+local function or_cells(out)
+  local by = {}
+  for _, c in ipairs(out.cells) do
+    by[c.provider] = by[c.provider] or {}
+    by[c.provider][c.n] = by[c.provider][c.n] or {}
+    by[c.provider][c.n][c.client] = c
+  end
+  return by
+end
+
+local function openresty_workload()
+  log("OpenResty: one nginx worker, N = %s slow edits of each provider (answers %g s late), imgedit and a cosocket"
+    .. " client; about 2-3 min", OR_NS, OR_DELAY)
+  local cmd = ("%s %s %s %s %d %s"):format(shell_quote(LUA), shell_quote(OPENRESTY), OR_DELAY, OR_WINDOW, OR_QUICK,
+    shell_quote(OR_NS))
+  local out = run_json(cmd, 900, true)
+  raw.openresty = out
+  or_title = ("OpenResty (issue 12): one nginx worker, imgedit's runtime \"%s\"; N edits at once, answered %g s"
+    .. " late; a %g s window while they wait, %d quick requests in it; %s"):format(out.cells[1] and
+    out.cells[1].runtime or "?", out.delay, out.window, out.quick, out.pinned and
+    "the worker alone on CPU 1, the emulator and the client on CPU 0" or "no CPU pinning")
+  note("OpenResty: each window opens once the emulator has received all N submissions, or %.1f s after they were"
+    .. " sent if it has not (then \"waiting\" gives how many it had when the window opened and when it closed); it"
+    .. " closes %g s later, or earlier so that no answer is due yet.", out.give_up, out.window)
+  for _, c in ipairs(out.cells) do
+    local waiting = ("%d"):format(c.n)
+    if c.waiting_at_start < c.n then
+      waiting = ("%d-%d of %d"):format(c.waiting_at_start, c.waiting_at_end, c.n)
+    end
+    local q, l = c.quick, c.lateness
+    or_rows[#or_rows + 1] = {
+      c.provider, ("%d"):format(c.n), c.client, waiting, pct(c.worker_cpu), pct(c.emulator_cpu), ("%d"):format(q.n),
+      q.n > 0 and ("%.1f / %.1f / %.1f ms"):format(1000 * q.median, 1000 * q.p99, 1000 * q.max) or "—",
+      l.n > 0 and ("%.0f / %.0f ms"):format(1000 * l.median, 1000 * l.max) or "—",
+      ("%d/%d"):format(c.ok, c.n),
+    }
+    if c.failures > 0 then
+      note("OpenResty %s N=%d %s: %d edits failed; the first: %s", c.provider, c.n, c.client, c.failures,
+        tostring(c.first_failure))
+    end
+    if c.nginx_errors > 0 then
+      note("OpenResty %s N=%d %s: %d errors in nginx's log; the first: %s", c.provider, c.n, c.client,
+        c.nginx_errors, tostring(c.first_nginx_error))
+    end
+    if c.window < 0.9 * out.window then
+      note("OpenResty %s N=%d %s: the window lasted %.2f s only (the submissions took until the answers were near)",
+        c.provider, c.n, c.client, c.window)
+    end
+    -- the runtime's counters, whatever it calls them: their growth over the cell
+    local keys = {}
+    for k in pairs(c.counters or {}) do keys[#keys + 1] = k end
+    table.sort(keys)
+    if c.client == "imgedit" and #keys > 0 then
+      local parts = {}
+      for i, k in ipairs(keys) do
+        local v = c.counters[k]
+        parts[i] = type(v) == "number" and ("%s +%s"):format(k, ("%.10g"):format(v)) or ("%s = %s"):format(k, tostring(v))
+      end
+      note("OpenResty %s N=%d imgedit: the runtime's stats, growth over the cell (%.1f s): %s", c.provider, c.n,
+        c.cell_seconds, table.concat(parts, ", "))
+    end
+  end
+
+  -- the issue's targets, at N = 500 (and from N = 50 to 500 for flatness)
+  local by = or_cells(out)
+  for _, provider in ipairs({"powertokens", "foxapi"}) do
+    local at = by[provider] or {}
+    local top, fifty = at[500], at[50]
+    if top and top.imgedit and top.cosocket then
+      local i, b = top.imgedit, top.cosocket
+      local label = provider .. " N=500: "
+      if i.waiting_at_start < i.n then
+        row("OpenResty", label .. "edits waiting in the window (opened-closed)", ("%d-%d"):format(i.waiting_at_start,
+          i.waiting_at_end), ("%d (cosocket)"):format(b.waiting_at_start), nil, "all 500", false)
+      end
+      local limit = 2 * b.worker_cpu + 0.02
+      row("OpenResty", label .. "worker CPU during the wait", pct(i.worker_cpu), pct(b.worker_cpu) .. " (cosocket)",
+        b.worker_cpu > 0 and times(i.worker_cpu / b.worker_cpu) or nil,
+        ("≤ 2× cosocket + 2 %% (%s)"):format(pct(limit)), i.worker_cpu <= limit)
+      row("OpenResty", label .. "quick request p99", ms(i.quick.p99), ms(b.quick.p99) .. " (cosocket)", nil,
+        "≤ 10 ms", i.quick.p99 ~= nil and i.quick.p99 <= 0.010)
+      row("OpenResty", label .. "each edit answered after the server's answer (max)", ms(i.lateness.max),
+        ms(b.lateness.max) .. " (cosocket)", nil, "≤ 50 ms", i.ok == i.n and i.lateness.max ~= nil
+        and i.lateness.max <= 0.050)
+      if fifty and fifty.imgedit then
+        local r = i.worker_cpu / math.max(fifty.imgedit.worker_cpu, 1e-9)
+        row("OpenResty", provider .. ": worker CPU, N=500 / N=50", ("%s / %s"):format(pct(i.worker_cpu),
+          pct(fifty.imgedit.worker_cpu)), nil, times(r), "0.50-1.50× (flat ±50 %)", r >= 0.5 and r <= 1.5)
+      end
+    end
+  end
+  note("OpenResty: worker CPU is the worker's time on a CPU (/proc/PID/schedstat) over the window, as a share of"
+    .. " one core; quick requests go one at a time on one keep-alive connection, one every %g s (p99 interpolated"
+    .. " between the closest ranks); an edit's lateness is when its answer reached the bench client minus when the"
+    .. " emulator wrote the answer it waited for (the powertokens answer; the poll answer saying \"completed\"),"
+    .. " both on the machine's wall clock. The cosocket client polls foxapi every 0.5 s, as imgedit does until a"
+    .. " task is near its estimated end.", out.window / out.quick)
+end
+
 -- Main ----------------------------------------------------------------------------
 
 local function main()
@@ -614,20 +740,23 @@ local function main()
   log("emulator: %s (pid %d); %s", m.api, m.pid, PIN ~= "" and "W1 pinned to CPU 0" or "no pinning")
   local steps = {}
   local only = os.getenv("BENCH_ONLY")
-  for _, step in ipairs({{"w1", w1}, {"w2", w2}, {"w3", w3}, {"w4", w4}, {"polling", polling}}) do
+  -- {name, function, seconds it may take past the budget's check}: a long
+  -- workload is not started when it would end past the budget
+  for _, step in ipairs({{"w1", w1}, {"w2", w2}, {"w3", w3}, {"w4", w4}, {"polling", polling},
+                         {"openresty", openresty_workload, 180}}) do
     local wanted = not only or ("," .. only .. ","):find("," .. step[1] .. ",", 1, true)
     if wanted and not (step[1] == "polling" and os.getenv("BENCH_SKIP_POLL") == "1") then
-      steps[#steps + 1] = step[2]
+      steps[#steps + 1] = step
     end
   end
   local ok = true
   for _, step in ipairs(steps) do
-    if socket.gettime() - started > BUDGET then
-      note("skipped a workload: the suite's time budget (%d s) was spent", BUDGET)
+    if socket.gettime() - started > BUDGET - (step[3] or 0) then
+      note("skipped a workload (%s and after): the suite's time budget (%d s) was spent", step[1], BUDGET)
       break
     end
     local problem
-    ok, problem = pcall(step, m)
+    ok, problem = pcall(step[2], m)
     if not ok then
       note("a workload failed: %s", tostring(problem))
       log("FAILED: %s", tostring(problem))
@@ -642,11 +771,20 @@ local function main()
     PIN ~= "" and "W1 client and server pinned to CPU 0" or "no CPU pinning", socket.gettime() - started)
   print(header)
   print_table(io.stdout)
+  if #or_rows > 0 then
+    print("\n" .. or_title)
+    print_rows(io.stdout, OR_HEADER, or_rows)
+  end
   for _, n in ipairs(notes) do print("- " .. n) end
   local md = assert(io.open(BUILD .. "/results.md", "w"))
   md:write(header, "\n\n")
   print_table(md)
   md:write("\n")
+  if #or_rows > 0 then
+    md:write(or_title, "\n\n")
+    print_rows(md, OR_HEADER, or_rows)
+    md:write("\n")
+  end
   for _, n in ipairs(notes) do md:write("- ", n, "\n") end
   md:close()
   local js = assert(io.open(BUILD .. "/results.json", "w"))

@@ -763,6 +763,18 @@ describe("imgedit-mock", function()
       assert.equal(0, #m:requests{method = "GET", listener = "api"})
     end)
 
+    it("tells its clock's origin: time and answered, plus start, are on the caller's clock", function()
+      local before = socket.gettime()
+      fox("POST", "/v1/images/generations", fox_edit())
+      local after = socket.gettime()
+      local clock = m:clock()
+      assert.is_true(clock.now >= after - 0.001)
+      local r = m:requests()[1]
+      assert.is_number(r.answered)
+      -- the same machine's wall clock in both processes (1 ms for rounding)
+      assert.is_true(clock.start + r.time >= before - 0.001 and clock.start + r.answered <= after + 0.001)
+    end)
+
     it("is emptied by reset, as are tasks, faults and config", function()
       m:config{task_delay = 5, image_bytes = 100}
       m:faults{{path = "/nothing"}}

@@ -345,6 +345,11 @@ local function control(state, server, req)
     return json_list("requests", state.log)
   elseif what == "tasks" and method == "GET" then
     return json_list("tasks", foxapi.list(state))
+  elseif what == "clock" and method == "GET" then
+    -- the origin of the request log's `time` and `answered` on the emulator's
+    -- wall clock (socket.gettime), so that another process on this machine
+    -- can compare them with its own socket.gettime()
+    return http.json(200, {start = state.start, now = state.now()})
   elseif what == "reset" and method == "POST" then
     reset(state)
     return http.json(200, {ok = true})

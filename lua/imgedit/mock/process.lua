@@ -8,6 +8,7 @@
 --   m.api, m.cdn, m.foxapi, m.powertokens, m.pid, m.log
 --   m:requests{listener = "cdn", method = "GET", path = "/files/"}
 --   m:tasks()                                -- foxapi tasks: timing and polls
+--   m:clock()                                -- {start, now}: the log's time origin
 --   m:reset(); m:config{task_outcome = "failed"}; m:faults{{status = 503}}
 --   m:stop()
 --
@@ -88,6 +89,11 @@ function Mock:requests(filter)
 end
 
 function Mock:reset() return self:_control("POST", "/_mock/reset") end
+
+--- The emulator's clock: {start, now} in seconds since the epoch
+-- (socket.gettime); a request's `time` and `answered` plus `start` are
+-- times on that clock, comparable with another process's socket.gettime().
+function Mock:clock() return self:_control("GET", "/_mock/clock") end
 
 --- The foxapi tasks, oldest first: {id, model, status, outcome, start, delay,
 -- finish (start + delay), polls, poll_times}, times in seconds since the
