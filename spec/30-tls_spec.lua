@@ -14,7 +14,7 @@ local quote = helpers.shell_quote
 --- Runs Lua code in a child interpreter (same version, same module paths)
 -- with extra environment variables; returns what it printed.
 local function lua_with_env(env, code)
-  local lua = "lua" .. _VERSION:match("%d+%.%d+")
+  local lua = helpers.LUA -- the interpreter running the specs (LuaJIT's _VERSION says 5.1)
   local setup = ("package.path = %q; package.cpath = %q; "):format(package.path, package.cpath)
   local vars = {}
   for name, value in pairs(env) do vars[#vars + 1] = name .. "=" .. quote(value) end

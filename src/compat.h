@@ -25,11 +25,16 @@
 /*
  * Whether the running coroutine may yield (not across a C call such as a
  * gsub callback): lua_isyieldable is Lua 5.3's, and LuaJIT 2.1's, where
- * OpenResty's coroutine table lacks coroutine.isyieldable. Lua 5.1 cannot
- * tell, and says yes.
+ * OpenResty's coroutine table lacks coroutine.isyieldable. A core built
+ * for LuaJIT may be loaded by PUC Lua 5.1 (same ABI), which lacks the
+ * function: there it is a weak symbol, NULL when the host has none. Lua
+ * 5.1 cannot tell, and says yes.
  */
-#if LUA_VERSION_NUM >= 503 || (defined(LUAJIT_VERSION_NUM) && LUAJIT_VERSION_NUM >= 20100)
+#if LUA_VERSION_NUM >= 503
 #define compat_isyieldable(L) lua_isyieldable(L)
+#elif defined(LUAJIT_VERSION_NUM) && LUAJIT_VERSION_NUM >= 20100 && defined(__GNUC__)
+#pragma weak lua_isyieldable
+#define compat_isyieldable(L) (lua_isyieldable == NULL || lua_isyieldable(L))
 #else
 #define compat_isyieldable(L) ((void)(L), 1)
 #endif
