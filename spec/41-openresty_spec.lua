@@ -219,8 +219,8 @@ describe("OpenResty", function()
     -- of the edit) and once per timer of its own (each poll interval): not
     -- by a sleep loop of its own
     local requests, polls = #m:requests(), #task.poll_times
-    -- (nginx may end a timer up to a millisecond before imgedit's clock
-    -- says it is due: the rest is one more, short, timer)
+    -- (nginx counts whole milliseconds: a timer that still ended before
+    -- imgedit's clock said it was due leaves one more, short, timer)
     local resumes, timeouts = s.resumes - before.resumes, s.timeouts - before.timeouts
     assert.equal(requests, resumes)
     assert.is_true(timeouts >= polls and timeouts <= 2 * polls, ("%d timers for %d polls"):format(timeouts, polls))

@@ -293,6 +293,10 @@ function M.wait(loop, seconds, transfer)
   nparked = nparked + 1
   loop:on_ready(notify)
   M.stats.parks = M.stats.parks + 1
+  -- nginx times the wait from its cached clock, which lags while the
+  -- worker is busy: the timer would end early, and the rest of the wait
+  -- cost one more park
+  if seconds then api().update_time() end
   local ok = w.sem:wait(ms(seconds or M.IDLE))
   unpark(w)
   if ok then
