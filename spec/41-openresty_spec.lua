@@ -303,6 +303,26 @@ describe("OpenResty", function()
     assert.equal(1, s.swept - before.swept)
   end)
 
+  it("resumes at most BURST waiting requests in one pass of nginx's loop, the others in later passes", function()
+    start({ locations = { ["/burst"] = [[
+      local imgedit = require("imgedit")
+      local rt = require("imgedit.runtime.ngx")
+      local before, done = rt.stats.deferred, 0
+      local threads = {}
+      -- made in one pass: their timers end in one pass too
+      for i = 1, 100 do threads[i] = ngx.thread.spawn(function() imgedit.sleep(0.2); done = done + 1 end) end
+      for i = 1, 100 do ngx.thread.wait(threads[i]) end
+      ngx.say(require("cjson").encode({ done = done, deferred = rt.stats.deferred - before, burst = rt.BURST }))
+    ]] } })
+    local status, body = get(web.port, "/burst")
+    assert.equal(200, status, body)
+    local r = cjson.decode(body)
+    assert.equal(100, r.done)
+    assert.is_true(r.deferred >= 100 - r.burst, body)
+    local s = stats()
+    assert.same({ 0, 0 }, { s.parked, s.blocking })
+  end)
+
   it("blocks the worker rather than fail where a wait cannot yield (inside a gsub callback)", function()
     start({ locations = { ["/gsub"] = [[
       local imgedit = require("imgedit")

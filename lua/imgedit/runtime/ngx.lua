@@ -15,7 +15,9 @@
 -- and is resumed only when the driver hands it a finished transfer, when a
 -- coroutine of its loop becomes ready (a transfer, a release, a join) or
 -- when its own timer is due (a poll interval, a back-off, a deadline): no
--- per-request sleep loop, no per-request `perform`. A waiter whose light
+-- per-request sleep loop, no per-request `perform`. At most M.BURST
+-- requests are resumed in one pass of nginx's loop (500 poll intervals that
+-- end together would otherwise hold it for tens of ms). A waiter whose light
 -- thread was killed (`ngx.thread.kill`, a request that ended) is found by
 -- the driver, and what it waited for is closed: no transfer of it runs on.
 --
@@ -29,6 +31,7 @@
 -- @module imgedit.runtime.ngx
 
 local IDLE_BLOCKING = require("imgedit.runtime").IDLE
+local core = require("imgedit.core")
 
 local M = { name = "ngx" }
 
@@ -45,6 +48,9 @@ M.IDLE = 10
 --- How often (seconds) the driver looks for waiters whose thread is gone.
 M.SWEEP = 0.25
 
+--- The most waiting requests resumed in one pass of nginx's event loop.
+M.BURST = 24
+
 --- Phases in which the request may yield to nginx (lua-nginx-module docs).
 local YIELDS = {
   rewrite = true, server_rewrite = true, access = true, content = true, timer = true,
@@ -60,9 +66,11 @@ local NO_CONTEXT = { init = true, init_worker = true, exit_worker = true }
 -- curl timer expiries served); the waiting requests' `parks` (yielding
 -- waits), `resumes` (parks ended by the driver: a transfer finished, a
 -- coroutine became ready), `timeouts` (parks ended by the request's own
--- timer), `blocking` (waits that could not yield), `swept` (parks of
--- threads found gone).
-M.stats = { drivers = 0, ticks = 0, served = 0, parks = 0, resumes = 0, timeouts = 0, blocking = 0, swept = 0 }
+-- timer), `deferred` (resumes put off to a later pass of nginx's loop,
+-- beyond M.BURST), `blocking` (waits that could not yield), `swept`
+-- (parks of threads found gone).
+M.stats = { drivers = 0, ticks = 0, served = 0, parks = 0, resumes = 0, timeouts = 0, deferred = 0, blocking = 0,
+  swept = 0 }
 
 -- The worker's driver: the multi handle it ticks, its semaphore (posted
 -- when a request starts a transfer while it sleeps), and its state.
@@ -268,7 +276,72 @@ end
 -- callback, a sort comparator), where a semaphore's wait would fail after
 -- it registered the waiter. (OpenResty's coroutine table has no
 -- coroutine.isyieldable; the core asks the C API.)
-local isyieldable = require("imgedit.core").yieldable
+local isyieldable = core.yieldable
+
+--- How far nginx's cached clock lags behind the real one (seconds, >= 0).
+-- nginx times a semaphore's wait from that clock, which lags while the
+-- worker is busy: a wait of `s` would end that much early, and the rest
+-- would cost one more park. (ngx.update_time() would tell too, but it moves
+-- the clock `pace` reads in the middle of a pass.) The offset between the
+-- wall clock nginx caches and imgedit's monotonic one is taken once, and
+-- again should the wall clock be set.
+local offset
+local function lag()
+  local ngx = api()
+  local behind = offset and core.now() + offset - ngx.now()
+  if not behind or behind < -1 or behind > 1 then
+    ngx.update_time()
+    offset = ngx.now() - core.now()
+    return 0
+  end
+  return math.max(0, behind)
+end
+
+--- Resumes in the current pass of nginx's event loop (its cached clock
+-- stands still within a pass): when many waits end at once (500 requests
+-- whose poll intervals began together), those beyond M.BURST queue, in
+-- order, and a pacer (an ngx.timer, 1 ms on) lets the next M.BURST go on in
+-- each later pass, so that nginx serves its other requests in between.
+local pass_at, pass_resumes = nil, 0
+local queue, head, tail = {}, 1, 0 -- waiters put off, oldest first
+local pacing = false                -- the pacer's timer is pending
+
+local function pacer(premature)
+  pacing = false
+  local ngx = api()
+  -- a worker that exits lets everyone go at once
+  local budget = premature and math.huge or M.BURST
+  pass_at, pass_resumes = ngx.now(), 0
+  while head <= tail and pass_resumes < budget do
+    local w = queue[head]
+    queue[head], head = nil, head + 1
+    if w.queued then
+      w.queued = false
+      pass_resumes = pass_resumes + 1
+      w.sem:post(1)
+    end
+  end
+  if head <= tail and not premature then
+    pacing = ngx.timer.at(0.001, pacer) and true or false
+  end
+end
+
+local function pace(w)
+  local ngx = api()
+  local now = ngx.now()
+  if now ~= pass_at then pass_at, pass_resumes = now, 0 end
+  pass_resumes = pass_resumes + 1
+  -- a queue that is not empty is joined, so that nobody overtakes it
+  if pass_resumes <= M.BURST and head > tail then return end
+  M.stats.deferred = M.stats.deferred + 1
+  tail = tail + 1
+  queue[tail], w.queued = w, true
+  if not pacing then pacing = ngx.timer.at(0.001, pacer) and true or false end
+  -- without a pacer (no timer left), the wait's own time lets it go
+  if not w.sem:wait(pacing and M.IDLE or 0.001) and w.queued then
+    w.queued = false
+  end
+end
 
 function M.wait(loop, seconds, transfer)
   if not M.yieldable() or not isyieldable() then return blocking_wait(loop, seconds) end
@@ -293,11 +366,7 @@ function M.wait(loop, seconds, transfer)
   nparked = nparked + 1
   loop:on_ready(notify)
   M.stats.parks = M.stats.parks + 1
-  -- nginx times the wait from its cached clock, which lags while the
-  -- worker is busy: the timer would end early, and the rest of the wait
-  -- cost one more park
-  if seconds then api().update_time() end
-  local ok = w.sem:wait(ms(seconds or M.IDLE))
+  local ok = w.sem:wait(ms(seconds and seconds + lag() or M.IDLE))
   unpark(w)
   if ok then
     M.stats.resumes = M.stats.resumes + 1
@@ -306,6 +375,7 @@ function M.wait(loop, seconds, transfer)
     -- a post that came after the time was up is not left for the next wait
     if w.posted then w.sem:wait(0) end
   end
+  pace(w)
 end
 
 --- What the worker's runtime holds right now: `{transfers = n (in flight
