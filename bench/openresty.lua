@@ -45,6 +45,7 @@ local cjson = require("cjson")
 local socket = require("socket")
 local mock = require("imgedit.mock.process")
 local openresty = require("spec.support.openresty")
+local read_file = require("spec.helpers").read
 
 local DELAY = tonumber(arg[1]) or 5
 local WINDOW = tonumber(arg[2]) or 2.5
@@ -74,14 +75,6 @@ local started = socket.gettime()
 
 local function log(fmt, ...)
   io.stderr:write(("[openresty %6.1fs] "):format(socket.gettime() - started), fmt:format(...), "\n")
-end
-
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local text = f:read("*a")
-  f:close()
-  return text
 end
 
 local function command(cmd)
