@@ -74,8 +74,10 @@ M.stats = { drivers = 0, ticks = 0, served = 0, parks = 0, resumes = 0, timeouts
   swept = 0 }
 
 -- The worker's driver: the multi handle it ticks, its semaphore (posted
--- when a request starts a transfer while it sleeps), and its state.
-local driver = { multi = nil, backend = nil, loop = nil, sem = nil, running = false, sleeping = false }
+-- when a request starts a transfer while it sleeps), its state, and when
+-- it last looked for waiters that are gone (ngx.now()).
+local driver = { multi = nil, backend = nil, loop = nil, sem = nil, running = false, sleeping = false,
+  swept_at = 0 }
 
 -- Waiters: one record per waiting thread (a request's handler, a light
 -- thread, a timer), {sem, and while parked: co, loop, transfer, posted},
@@ -167,7 +169,7 @@ end
 
 --- Closes what the parked waiters whose thread is gone waited for.
 local function sweep(now)
-  if nparked == 0 or now < (driver.swept_at or 0) + M.SWEEP then return end
+  if nparked == 0 or now < driver.swept_at + M.SWEEP then return end
   driver.swept_at = now
   local gone = {}
   for _, set in pairs(parked) do
