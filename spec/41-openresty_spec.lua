@@ -25,18 +25,10 @@ local PT_EDIT = [[
   ngx.say(#result.images)
 ]]
 
---- A content handler that starts a powertokens edit in a light thread
--- (`?how=run`: two, in imgedit.gather), kills the thread once the emulator
--- has its requests (asked on its control API, with a cosocket) and answers
--- the runtime's state before and after. Its waits are bounded (1000 steps
--- of 10 ms each).
-local KILL = [[
-  local imgedit = require("imgedit")
-  local cjson = require("cjson")
-  local rt = require("imgedit.runtime.ngx")
-  local pt = assert(imgedit.client("powertokens"))
-  local function edit() return pt:edit({ prompt = "slow", images = { "]] .. SEED_URL .. [[" } }) end
-  local function seen()
+--- A function (Lua source for nginx) returning how many powertokens edits
+-- the emulator has received, asked on its control API with a cosocket.
+local SEEN = [[function()
+    local cjson = require("cjson")
     local host, port = os.getenv("POWERTOKENS_BASE_URL"):match("^http://([^:/]+):(%d+)")
     local sock = ngx.socket.tcp()
     sock:settimeout(5000)
@@ -49,7 +41,20 @@ local KILL = [[
       if r.path == "]] .. PT_EDITS .. [[" then n = n + 1 end
     end
     return n
-  end
+  end]]
+
+--- A content handler that starts a powertokens edit in a light thread
+-- (`?how=run`: two, in imgedit.gather), kills the thread once the emulator
+-- has its requests (asked on its control API, with a cosocket) and answers
+-- the runtime's state before and after. Its waits are bounded (1000 steps
+-- of 10 ms each).
+local KILL = [[
+  local imgedit = require("imgedit")
+  local cjson = require("cjson")
+  local rt = require("imgedit.runtime.ngx")
+  local pt = assert(imgedit.client("powertokens"))
+  local function edit() return pt:edit({ prompt = "slow", images = { "]] .. SEED_URL .. [[" } }) end
+  local seen = ]] .. SEEN .. [[
   local how = ngx.var.arg_how
   local want = how == "run" and 2 or 1
   local thread = ngx.thread.spawn(function()
@@ -149,6 +154,35 @@ local function slow_and_quick(m, web)
   collect(all)
   return slow, quick
 end
+
+--- A content handler on one client of the worker with a single request
+-- slot: `?how=kill` runs two edits in imgedit.gather in a light thread (one
+-- holds the slot, one waits for it) and kills the thread once the first is
+-- on the wire; `?how=edit` then makes one more edit through the slot.
+local SLOTS = [[
+  local imgedit = require("imgedit")
+  local rt = require("imgedit.runtime.ngx")
+  local seen = ]] .. SEEN .. [[
+  local pt = package.loaded.spec_one_slot or assert(imgedit.client("powertokens", { max_in_flight = 1 }))
+  package.loaded.spec_one_slot = pt
+  local function edit() return pt:edit({ prompt = "p", images = { "]] .. SEED_URL .. [[" } }) end
+  if ngx.var.arg_how == "edit" then
+    local result, err = imgedit.run(edit)
+    ngx.say(result and #result.images or tostring(err))
+    return
+  end
+  local thread = ngx.thread.spawn(function() return imgedit.run(imgedit.gather, { edit, edit }) end)
+  for _ = 1, 1000 do
+    if rt.state().transfers == 1 and seen() == 1 then break end
+    ngx.sleep(0.01)
+  end
+  ngx.thread.kill(thread)
+  for _ = 1, 1000 do
+    if rt.state().transfers == 0 and rt.state().parked == 0 then break end
+    ngx.sleep(0.01)
+  end
+  ngx.say(rt.state().transfers)
+]]
 
 describe("OpenResty", function()
   local m, web
@@ -284,6 +318,19 @@ describe("OpenResty", function()
       assert.equal(1, state.swept)
     end)
   end
+
+  it("gives back the request slots that a killed light thread's coroutines held", function()
+    m:faults({ { path = PT_EDITS, kind = "slow", seconds = 60, times = 1 } })
+    start({ locations = { ["/slots"] = SLOTS } })
+    local status, body = get(web.port, "/slots?how=kill")
+    assert.equal(200, status, body)
+    assert.equal("0\n", body)
+    -- the client's only slot is free again: one more edit goes through
+    status, body = get(web.port, "/slots?how=edit")
+    assert.equal(200, status, body)
+    assert.equal("1\n", body)
+    assert.equal(2, #m:requests({ path = PT_EDITS }))
+  end)
 
   it("leaves no transfer running when the client of a waiting request goes away (lua_check_client_abort)", function()
     m:faults({ { path = PT_EDITS, kind = "slow", seconds = 60, times = 1 } })

@@ -27,8 +27,9 @@
 --   loop:abandon(t)   whoever waited on the loop is gone (an nginx light
 --                     thread killed): closes transfer `t` (a wait outside
 --                     any coroutine), or, without `t`, every transfer the
---                     loop's coroutines wait for, and forgets the loop's
---                     coroutines and timers
+--                     loop's coroutines wait for, gives back the semaphore
+--                     places they held, and forgets them and the loop's
+--                     timers
 -- @module imgedit.scheduler
 
 local core = require("imgedit.core")
@@ -46,6 +47,9 @@ local WAIT = setmetatable({}, { __tostring = function() return "imgedit.wait" en
 
 local multi
 local handles = setmetatable({}, { __mode = "k" }) -- managed coroutine -> Handle
+-- every semaphore, to give back the places that coroutines of an abandoned
+-- loop held (weak: a semaphore nobody uses goes)
+local semaphores = setmetatable({}, { __mode = "k" })
 -- transfer -> the coroutine waiting for it, or the loop of a wait outside
 -- any coroutine (scheduler.await)
 local waiting = {}
@@ -101,8 +105,11 @@ function Loop:wake(co, ...)
   if #ready == 1 and self.ready_hook and not self.turning then self.ready_hook(self) end
 end
 
+--- Queues `co` on its own loop; a coroutine of an abandoned loop
+-- (loop:abandon) is no longer managed and gets no turn.
 local function wake(co, ...)
-  handles[co].loop:wake(co, ...)
+  local handle = handles[co]
+  if handle then handle.loop:wake(co, ...) end
 end
 
 -- Timers: a heap of {at, seq, co}; a timer whose sleep was cut short has
@@ -153,9 +160,12 @@ function Loop:abandon(transfer)
       t:close()
     end
   end
+  local gone = {}
   for co, handle in pairs(handles) do
-    if handle.loop == self then handles[co] = nil end
+    if handle.loop == self then gone[co] = true end
   end
+  for co in pairs(gone) do handles[co] = nil end
+  for sem in pairs(semaphores) do sem.forsake(gone) end
   self.ready, self.timers, self.live = {}, {}, 0
   self.driving, self.turning = false, false
 end
@@ -389,27 +399,55 @@ end
 function scheduler.semaphore(n)
   local held = 0
   local queue, first, last = {}, 1, 0
+  -- managed coroutine -> places it holds (weak: its numbers do not keep it)
+  local holders = setmetatable({}, { __mode = "k" })
   local sem = {}
-  function sem.acquire()
-    if held < n or not current() then
-      -- a caller outside any loop has nobody to wait for
-      held = held + 1
-      return
-    end
-    last = last + 1
-    queue[last] = coroutine.running()
-    coroutine.yield(WAIT) -- the releaser hands its place over
-  end
-  function sem.release()
-    if first <= last then
+
+  -- A place is free: it goes to the first waiter still managed (one of an
+  -- abandoned loop would keep it for ever), or back to the pool.
+  local function hand_over()
+    while first <= last do
       local co = queue[first]
       queue[first] = nil
       first = first + 1
-      wake(co)
-    else
-      held = held - 1
+      if handles[co] then
+        holders[co] = (holders[co] or 0) + 1
+        wake(co)
+        return
+      end
+    end
+    held = held - 1
+  end
+
+  function sem.acquire()
+    local co = current() and coroutine.running()
+    if held < n or not co then
+      -- a caller outside any loop has nobody to wait for
+      held = held + 1
+      if co then holders[co] = (holders[co] or 0) + 1 end
+      return
+    end
+    last = last + 1
+    queue[last] = co
+    coroutine.yield(WAIT) -- the releaser hands its place over
+  end
+
+  function sem.release()
+    local co = coroutine.running()
+    local mine = co and holders[co]
+    if mine then holders[co] = mine > 1 and mine - 1 or nil end
+    hand_over()
+  end
+
+  --- Gives back the places held by the coroutines of `gone` (a set).
+  function sem.forsake(gone)
+    for co in pairs(gone) do
+      for _ = 1, holders[co] or 0 do hand_over() end
+      holders[co] = nil
     end
   end
+
+  semaphores[sem] = true
   return sem
 end
 
