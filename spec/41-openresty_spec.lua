@@ -332,6 +332,35 @@ describe("OpenResty", function()
     assert.equal(2, #m:requests({ path = PT_EDITS }))
   end)
 
+  it("starts the worker's driver again when it dies, and the edit it drove still finishes", function()
+    m:faults({ { path = PT_EDITS, kind = "slow", seconds = 0.5, times = 1 } })
+    start({ locations = { ["/die"] = [[
+      local imgedit = require("imgedit")
+      local rt = require("imgedit.runtime.ngx")
+      local methods = getmetatable(require("imgedit.scheduler").multi()).__index
+      local tick, failed = methods.tick, false
+      -- the driver's next tick raises, once
+      methods.tick = function(multi, ...)
+        if not failed then
+          failed = true
+          error("a failure injected by the spec")
+        end
+        return tick(multi, ...)
+      end
+      local drivers = rt.stats.drivers
+      local pt = assert(imgedit.client("powertokens"))
+      local result, err = pt:edit({ prompt = "p", images = { "]] .. SEED_URL .. [[" } })
+      methods.tick = tick
+      ngx.say(result and #result.images or tostring(err), " ", tostring(failed), " ", rt.stats.drivers - drivers)
+    ]] } })
+    local status, body = get(web.port, "/die")
+    assert.equal(200, status, body)
+    local images, failed, drivers = body:match("^(%S+) (%S+) (%d+)")
+    assert.same({ "1", "true" }, { images, failed })
+    assert.is_true(tonumber(drivers) >= 2, body)
+    assert.truthy(web:error_log():find("the curl driver of this worker stopped: ", 1, true))
+  end)
+
   it("leaves no transfer running when the client of a waiting request goes away (lua_check_client_abort)", function()
     m:faults({ { path = PT_EDITS, kind = "slow", seconds = 60, times = 1 } })
     start({ http = { "lua_check_client_abort on;" }, locations = { ["/ptedit"] = PT_EDIT } })

@@ -219,17 +219,19 @@ local function drive(premature)
   driver.running, driver.sleeping = false, false
   if not ok then
     ngx.log(ngx.ERR, "imgedit: the curl driver of this worker stopped: ", tostring(problem))
-    -- the transfers in flight still need one
-    if #multi > 0 then start_driver() end
+    -- the transfers in flight still need one; a step later, so that a
+    -- driver that keeps failing does not spin the worker
+    if #multi > 0 then start_driver(M.MAX_STEP) end
   end
 end
 
---- Starts the driver unless it runs; true when it runs.
-function start_driver()
+--- Starts the driver (`delay` seconds on, default 0) unless it runs; true
+-- when it runs.
+function start_driver(delay)
   local ngx = api()
   if driver.running or ngx.worker.exiting() then return driver.running end
   if not driver.sem then driver.sem = require("ngx.semaphore").new(0) end
-  local ok, err = ngx.timer.at(0, drive)
+  local ok, err = ngx.timer.at(delay or 0, drive)
   if not ok then
     ngx.log(ngx.ERR, "imgedit: cannot start the curl driver of this worker (", tostring(err),
       "): waits block the worker")
